@@ -1,0 +1,27 @@
+"""trimitogen: run Python functions in other Python processes from Trio.
+
+Open a child with :func:`open_context` and a method such as :func:`local`, then ``await
+ctx.call(fn, *args)``.  The child needs nothing installed but Python 3.8 or newer.
+"""
+
+from ._context import Context as Context
+from ._context import open_context as open_context
+from ._fdio import iter_read as iter_read
+from ._fdio import write_all as write_all
+from ._latch import Latch as Latch
+from ._methods import local as local
+from .core.errors import CallError as CallError
+from .core.errors import ChannelError as ChannelError
+from .core.errors import ConnectError as ConnectError
+from .core.errors import Error as Error
+from .core.errors import HostKeyError as HostKeyError
+from .core.errors import LatchError as LatchError
+from .core.errors import PasswordError as PasswordError
+from .core.errors import StreamError as StreamError
+from .core.errors import TimeoutError as TimeoutError
+from .core.minify import minimize_source as minimize_source
+from .core.modules import get_child_modules as get_child_modules
+from .core.side import Side as Side
+from .core.side import io_op as io_op
+
+__version__ = "0.1.0"

@@ -1,0 +1,340 @@
+"""The master's end of one child connection: the Trio tasks that pump its file descriptors."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .core.bootstrap import BootstrapParser
+from .core.errors import ChannelError, StreamError
+from .core.protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FIRST_REPLY_HANDLE,
+    HANDLE_LOG,
+    HANDLE_READY,
+    MASTER_ID,
+    FrameDecoder,
+    Message,
+)
+from .core.side import Side
+
+log = logging.getLogger("trimitogen")
+
+#: Lines of stderr and pre-bootstrap output kept for error messages.
+TAIL_LINES = 20
+
+#: Reads in a row without waiting before the reader yields to other tasks.
+_READS_PER_YIELD = 32
+
+
+def describe_status(returncode: int) -> str:
+    """``"exited with status 3"`` or ``"was killed by signal SIGKILL"`` for a returncode."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return "was killed by signal %s" % name
+    return "exited with status %d" % returncode
+
+
+class Reply:
+    """Where the reader puts the answer to one request."""
+
+    __slots__ = ("error", "event", "msg")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.msg: Message | None = None
+        self.error: BaseException | None = None
+
+
+class Connection:
+    """Pumps one child's streams: frames in, frames out, stderr, and the process's exit.
+
+    ``rx`` and ``tx`` carry frames (they may be the same Side, for a socket).  ``stderr`` is the
+    child's stderr pipe until its runtime takes fd 2 over.  The connection never raises out of its
+    tasks: a failure becomes :attr:`dead_reason`, and every waiting request gets a
+    :class:`~trimitogen.ChannelError` that says what happened.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        context_id: int,
+        process: trio.Process | None,
+        rx: Side,
+        tx: Side,
+        stderr: Side | None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self.name = name
+        self.context_id = context_id
+        self.process = process
+        self.rx = rx
+        self.tx = tx
+        self.stderr = stderr
+        self.decoder = FrameDecoder(max_message_size)
+        self.bootstrap = BootstrapParser()
+        self.logger = logging.getLogger("trimitogen.ctx." + name)
+        self.allowed_origins = {context_id}
+        self.pending: dict[int, Reply] = {}
+        self._next_handle = FIRST_REPLY_HANDLE
+        self._outq: collections.deque[list[Any]] = collections.deque()
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.stderr_closed = trio.Event()
+        self.ready = trio.Event()
+        self.settled = trio.Event()  # set on READY or on death: the connect phase is over
+        self.exited = trio.Event()
+        self.reader_done = trio.Event()
+        self.dead_reason: str | None = None
+        self.remote_pid: int | None = None
+        self.remote_hexversion: int | None = None
+        self.on_message: Callable[[Message], None] | None = None
+
+    def __repr__(self) -> str:
+        return "Connection(%r)" % (self.name,)
+
+    # -- requests ----------------------------------------------------------------------------
+    def new_reply(self) -> tuple[int, Reply]:
+        handle = self._next_handle
+        self._next_handle += 1
+        reply = self.pending[handle] = Reply()
+        return handle, reply
+
+    def channel_error(self) -> ChannelError:
+        return ChannelError("context %r is gone: %s" % (self.name, self.dead_reason))
+
+    # -- writing -----------------------------------------------------------------------------
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for the child, writing at once what the fd accepts without waiting.
+
+        Never blocks and never checkpoints, so a cancelled caller cannot leave half a frame.
+        """
+        self.send_parts(msg.frame_parts())
+
+    def send_parts(self, parts: list[Any]) -> None:
+        """Queue raw buffers (a frame, or bootstrap bytes) like :meth:`send`."""
+        if self.dead_reason is not None:
+            raise self.channel_error()
+        if not self._outq:
+            parts = self._write_some(parts)
+            if not parts:
+                return
+        self._outq.append(parts)
+        self._writer_lot.unpark()
+
+    def _write_some(self, parts: list[Any]) -> list[Any]:
+        """Write what the fd takes now; return what is left (``[]`` when done)."""
+        parts = [part for part in parts if len(part)]
+        while parts:
+            try:
+                n = self.tx.writev(parts)
+            except BlockingIOError:
+                return parts
+            except OSError as exc:
+                self.disconnect("writing to it failed: %s" % exc)
+                return []
+            if n is None:
+                self.disconnect("it disconnected while a message was being sent")
+                return []
+            while n:
+                first = parts[0]
+                if n >= len(first):
+                    n -= len(first)
+                    parts = parts[1:]
+                else:
+                    parts = [memoryview(first)[n:], *parts[1:]]
+                    n = 0
+        return parts
+
+    async def writer(self) -> None:
+        while True:
+            while not self._outq:
+                await self._writer_lot.park()
+            if self.tx.closed:
+                return
+            await trio.lowlevel.wait_writable(self.tx.fileno())
+            if self._outq:
+                left = self._write_some(self._outq[0])
+                if left:
+                    self._outq[0] = left
+                else:
+                    self._outq.popleft()
+
+    # -- reading -----------------------------------------------------------------------------
+    async def reader(self) -> None:
+        try:
+            await self._read_until_eof()
+        except StreamError as exc:
+            self.disconnect("it sent bytes that break the protocol: %s" % exc)
+            self.kill()
+            return
+        finally:
+            self.reader_done.set()
+        # End of file: the process has probably exited; wait briefly so the reason can say how.
+        with trio.move_on_after(2.0):
+            await self.exited.wait()
+        self.disconnect(self._exit_description("its connection closed"))
+
+    async def _read_until_eof(self) -> None:
+        fd = self.rx.fileno()
+        reads = 0
+        while True:
+            view = self.decoder.body_view()
+            try:
+                if view is not None:
+                    n = self.rx.readinto(view)
+                    if not n:
+                        return
+                    self.decoder.body_filled(n)
+                else:
+                    data = self.rx.read()
+                    if not data:
+                        return
+                    if self.remote_hexversion is None and not self.ready.is_set():
+                        if not self.bootstrap.receive_data(data):
+                            continue
+                        self.remote_hexversion = self.bootstrap.hexversion
+                        data = self.bootstrap.remainder
+                    self.decoder.receive_data(data)
+            except BlockingIOError:
+                reads = 0
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            for msg in self.decoder.messages():
+                self._dispatch(msg)
+            reads += 1
+            if reads >= _READS_PER_YIELD:
+                reads = 0
+                await trio.lowlevel.checkpoint()
+
+    def _dispatch(self, msg: Message) -> None:
+        if msg.src not in self.allowed_origins or msg.dst != MASTER_ID:
+            self.logger.warning(
+                "dropped a message claiming to come from context %d for %d: the connection to %r "
+                "only carries messages from %s to the master",
+                msg.src,
+                msg.dst,
+                self.name,
+                sorted(self.allowed_origins),
+            )
+            return
+        handle = msg.handle
+        reply = self.pending.pop(handle, None)
+        if reply is not None:
+            reply.msg = msg
+            reply.event.set()
+        elif handle == HANDLE_LOG:
+            self._on_log(msg)
+        elif handle == HANDLE_READY:
+            self._on_ready(msg)
+        elif self.on_message is not None:
+            self.on_message(msg)
+        else:
+            self.logger.debug("dropped %r: nothing waits on handle %d", msg, handle)
+
+    def _on_ready(self, msg: Message) -> None:
+        try:
+            pid, hexversion = msg.unpickle()
+            self.remote_pid = int(pid)
+            self.remote_hexversion = int(hexversion)
+        except (StreamError, TypeError, ValueError) as exc:
+            self.logger.warning("malformed READY message: %s", exc)
+            return
+        self.ready.set()
+        self.settled.set()
+
+    def _on_log(self, msg: Message) -> None:
+        try:
+            kind, name, levelno, text = msg.unpickle()
+            levelno = int(levelno)
+            name = str(name)
+            text = str(text)
+        except (StreamError, TypeError, ValueError) as exc:
+            self.logger.warning("malformed log message: %s", exc)
+            return
+        if kind == "log":
+            target = self.logger if name == "root" else self.logger.getChild(name)
+        else:
+            target = self.logger.getChild(kind)
+        target.log(levelno, "%s", text)
+
+    async def stderr_reader(self) -> None:
+        """Log the child's stderr until its runtime redirects fd 2, keeping the last lines."""
+        assert self.stderr is not None
+        fd = self.stderr.fileno()
+        partial = b""
+        try:
+            while True:
+                try:
+                    data = self.stderr.read()
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                if not data:
+                    break
+                lines = (partial + data).split(b"\n")
+                partial = lines.pop()
+                for line in lines:
+                    self._stderr_line(line)
+            if partial:
+                self._stderr_line(partial)
+        finally:
+            self.stderr_closed.set()
+
+    def _stderr_line(self, line: bytes) -> None:
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        self.stderr_tail.append(text)
+        self.logger.getChild("stderr").info("%s", text)
+
+    # -- the process -------------------------------------------------------------------------
+    async def waiter(self) -> None:
+        assert self.process is not None
+        await self.process.wait()
+        self.exited.set()
+        # Let the reader deliver what the child wrote before it exited.
+        with trio.move_on_after(1.0):
+            await self.reader_done.wait()
+        self.disconnect(self._exit_description("it ended"))
+
+    def _exit_description(self, fallback: str) -> str:
+        if self.process is not None and self.process.returncode is not None:
+            return "its process %s" % describe_status(self.process.returncode)
+        return fallback
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    def disconnect(self, reason: str) -> None:
+        """Mark the connection dead and fail every waiting request with ``reason``."""
+        if self.dead_reason is not None:
+            return
+        self.dead_reason = reason
+        self.settled.set()
+        self._outq.clear()
+        self._writer_lot.unpark_all()
+        pending, self.pending = self.pending, {}
+        for reply in pending.values():
+            reply.error = self.channel_error()
+            reply.event.set()
+
+    def close_fds(self) -> None:
+        for side in (self.rx, self.tx, self.stderr):
+            if side is not None:
+                side.close()
+
+    def output_tail(self) -> str:
+        """The last lines the child printed (pre-bootstrap output and stderr), for errors."""
+        lines = self.bootstrap.output_lines()[-TAIL_LINES:] + list(self.stderr_tail)
+        if not lines:
+            return "(it printed nothing)"
+        return "\n".join("    " + line for line in lines[-TAIL_LINES:])

@@ -1,0 +1,72 @@
+"""Turning a callable into the (module, qualified name) pair a child can look up."""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+
+def _refuse(fn: Any, why: str) -> TypeError:
+    return TypeError(
+        "cannot call %r in another context: %s; pass a module-level function, a builtin, or a "
+        "static or class method of a module-level class" % (fn, why)
+    )
+
+
+def function_reference(fn: Any) -> tuple[str, str]:
+    """Return ``(module, qualname)`` naming ``fn``, or raise :class:`TypeError`.
+
+    Only callables that the child can find again by name are accepted: the name must lead back
+    to this very object in its module.  Lambdas, closures, bound methods of instances and
+    callable instances are refused before anything is sent.
+    """
+    if isinstance(fn, types.MethodType):
+        if not isinstance(fn.__self__, type):
+            raise _refuse(fn, "it is a method bound to an instance")
+        holder: Any = fn.__self__
+        module = holder.__module__
+        qualname = "%s.%s" % (holder.__qualname__, fn.__name__)
+    elif isinstance(fn, types.BuiltinFunctionType):
+        owner = fn.__self__
+        if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+            raise _refuse(fn, "it is a method bound to an instance")
+        module = fn.__module__ or getattr(owner, "__module__", None) or "builtins"
+        if isinstance(owner, type):
+            module = owner.__module__
+            qualname = "%s.%s" % (owner.__qualname__, fn.__name__)
+        else:
+            qualname = fn.__qualname__
+    elif isinstance(fn, types.FunctionType):
+        module, qualname = fn.__module__, fn.__qualname__
+        if "<lambda>" in qualname:
+            raise _refuse(fn, "it is a lambda")
+        if "<locals>" in qualname:
+            raise _refuse(fn, "it is defined inside another function")
+    elif isinstance(fn, type):
+        module, qualname = fn.__module__, fn.__qualname__
+    else:
+        raise _refuse(fn, "it is a %s, not a function" % type(fn).__name__)
+    if module == "__main__":
+        raise _refuse(fn, "it is defined in the __main__ script, which the child cannot import")
+    found: Any = sys.modules.get(module)
+    try:
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except AttributeError:
+        found = None
+    if not _same_callable(found, fn):
+        raise _refuse(fn, "%s.%s does not lead back to it" % (module, qualname))
+    return module, qualname
+
+
+def _same_callable(found: Any, fn: Any) -> bool:
+    if found is fn:
+        return True
+    # Class methods are re-bound on each attribute access: compare what they wrap.
+    return (
+        isinstance(found, types.MethodType)
+        and isinstance(fn, types.MethodType)
+        and found.__func__ is fn.__func__
+        and found.__self__ is fn.__self__
+    )

@@ -1,0 +1,269 @@
+"""Framing and serialization, without I/O.
+
+A frame is a fixed 24-byte header followed by a pickled body::
+
+    magic u16 | version u8 | flags u8 | dst u32 | src u32 | handle u32 | reply_to u32 | length u32
+
+``dst`` and ``src`` are context ids (the master is 0), ``handle`` says which receiver in ``dst``
+gets the message and ``reply_to`` where an answer goes (0: no answer wanted).  The length is checked
+against the receiver's limit as soon as the header is complete, before any body is buffered.
+
+Bodies are pickles restricted in both directions: :func:`dumps` refuses to write any object that
+would need a class to rebuild it (except ``complex``), and :func:`loads` refuses to resolve any
+global outside a fixed allow-list, so a hostile peer cannot make the reader import or call anything.
+"""
+
+from __future__ import annotations
+
+import _pickle
+import io
+import struct
+
+from .errors import StreamError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterator, List, Optional, Tuple
+
+
+MAGIC = 0x746D  # b"tm"
+VERSION = 1
+HEADER = struct.Struct(">HBBIIIII")
+HEADER_SIZE = HEADER.size
+
+#: Default largest body a receiver accepts.  Large enough for a 128 MiB payload plus framing.
+DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+
+#: Context id of the master.
+MASTER_ID = 0
+
+# Well-known handles.  Reply handles are allocated from FIRST_REPLY_HANDLE upwards.
+HANDLE_READY = 1  # child -> parent once the runtime is up: (pid, hexversion)
+HANDLE_CALL = 2  # parent -> child: (module, qualname, args, kwargs)
+HANDLE_LOG = 3  # child -> parent: (kind, logger_name, levelno, text)
+HANDLE_SHUTDOWN = 4  # parent -> child: no body
+FIRST_REPLY_HANDLE = 1000
+
+#: Flag: the message could not be delivered; its body is the reason (a str).
+FLAG_DEAD = 0x01
+
+PICKLE_PROTOCOL = 5  # available on every supported child (3.8+)
+
+#: Globals that a body may name.  set/frozenset/bytearray are covered by opcodes under protocol 5;
+#: they are listed for peers that send older protocols.
+_ALLOWED_GLOBALS = frozenset(
+    (
+        ("builtins", "complex"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "bytearray"),
+    )
+)
+
+
+class Message:
+    """One framed message; ``data`` is the still-encoded body."""
+
+    __slots__ = ("data", "dst", "flags", "handle", "reply_to", "src")
+
+    def __init__(
+        self,
+        dst: int,
+        src: int,
+        handle: int,
+        reply_to: int = 0,
+        data: Any = b"",
+        flags: int = 0,
+    ) -> None:
+        self.dst = dst
+        self.src = src
+        self.handle = handle
+        self.reply_to = reply_to
+        self.flags = flags
+        self.data = data
+
+    def __repr__(self) -> str:
+        return "Message(dst=%d, src=%d, handle=%d, reply_to=%d, flags=%#x, %d bytes)" % (
+            self.dst,
+            self.src,
+            self.handle,
+            self.reply_to,
+            self.flags,
+            len(self.data),
+        )
+
+    @property
+    def is_dead(self) -> bool:
+        return bool(self.flags & FLAG_DEAD)
+
+    def header(self) -> bytes:
+        return HEADER.pack(
+            MAGIC,
+            VERSION,
+            self.flags,
+            self.dst,
+            self.src,
+            self.handle,
+            self.reply_to,
+            len(self.data),
+        )
+
+    def frame_parts(self) -> List[Any]:
+        """Header and body as separate buffers, for a gathered write without concatenation."""
+        return [self.header(), self.data]
+
+    def unpickle(self) -> Any:
+        return loads(self.data)
+
+
+class _RestrictedPickler(_pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        # Called only for objects the C pickler has no opcode for: everything but complex (and the
+        # complex type object it names) needs a class rebuilt by the reader, which loads() refuses.
+        if obj is complex or type(obj) is complex:
+            return NotImplemented
+        raise TypeError(
+            "cannot send an object of type %s.%s: only None, bool, int, float, complex, str, "
+            "bytes, bytearray, tuple, list, dict, set and frozenset travel between contexts"
+            % (type(obj).__module__, type(obj).__qualname__)
+        )
+
+
+class _RestrictedUnpickler(_pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise StreamError(
+            "refused to load global %s.%s: it is not on the allow-list, nothing was run"
+            % (module, name)
+        )
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle plain data; :class:`TypeError` names the first value that is not plain data."""
+    buf = io.BytesIO()
+    _RestrictedPickler(buf, protocol=PICKLE_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def loads(data: Any) -> Any:
+    """Unpickle a body with the allow-list; any failure is a :class:`StreamError`."""
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data)).load()
+    except StreamError:
+        raise
+    except Exception as exc:
+        raise StreamError("malformed message body: %s: %s" % (type(exc).__name__, exc))
+
+
+class FrameDecoder:
+    """Turns a byte stream into :class:`Message` objects.
+
+    Feed bytes with :meth:`receive_data` and collect messages with :meth:`messages`.  When a large
+    body is pending, :meth:`body_view` exposes the part of it still missing so the caller can read
+    into it directly (then reports the count to :meth:`body_filled`), which saves a copy per byte.
+    A bad header or an oversized length raises :class:`StreamError`; after that the decoder stays
+    failed, because the stream position can no longer be trusted.
+    """
+
+    #: Bodies at least this large are read in place rather than through the shared buffer.
+    DIRECT_READ_MIN = 64 * 1024
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.max_message_size = max_message_size
+        self._buf = bytearray()
+        self._header: Optional[Tuple[int, ...]] = None
+        self._body: Optional[bytearray] = None
+        self._body_filled = 0
+        self._ready: List[Message] = []
+        self._error: Optional[StreamError] = None
+
+    def _fail(self, text: str) -> None:
+        self._error = StreamError(text)
+        raise self._error
+
+    def _check_header(self, fields: Tuple[int, ...]) -> None:
+        magic, version, _flags, _dst, _src, _handle, _reply_to, length = fields
+        if magic != MAGIC:
+            self._fail("bad frame header: magic %#06x, expected %#06x" % (magic, MAGIC))
+        if version != VERSION:
+            self._fail("bad frame header: protocol version %d, expected %d" % (version, VERSION))
+        if length > self.max_message_size:
+            self._fail(
+                "frame of %d bytes exceeds the limit of %d bytes" % (length, self.max_message_size)
+            )
+
+    def _finish(self, fields: Tuple[int, ...], body: Any) -> None:
+        _magic, _version, flags, dst, src, handle, reply_to, _length = fields
+        self._ready.append(Message(dst, src, handle, reply_to, body, flags))
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes read from the stream; decoded messages queue up for :meth:`messages`."""
+        if self._error is not None:
+            raise self._error
+        if self._body is not None:
+            take = min(len(data), len(self._body) - self._body_filled)
+            self._body[self._body_filled : self._body_filled + take] = data[:take]
+            self.body_filled(take)
+            data = data[take:]
+            if not data:
+                return
+        buf = self._buf
+        buf += data
+        pos = 0
+        while True:
+            if self._header is None:
+                if len(buf) - pos < HEADER_SIZE:
+                    break
+                fields = HEADER.unpack_from(buf, pos)
+                self._check_header(fields)
+                pos += HEADER_SIZE
+                self._header = fields
+            length = self._header[-1]
+            available = len(buf) - pos
+            if available >= length:
+                self._finish(self._header, bytes(buf[pos : pos + length]))
+                self._header = None
+                pos += length
+                continue
+            if length >= self.DIRECT_READ_MIN:
+                body = bytearray(length)
+                body[:available] = buf[pos:]
+                pos = len(buf)
+                self._body = body
+                self._body_filled = available
+            break
+        del buf[:pos]
+
+    def body_view(self) -> Optional[memoryview]:
+        """The missing part of a large pending body, or ``None`` when none is pending."""
+        if self._body is None:
+            return None
+        return memoryview(self._body)[self._body_filled :]
+
+    def body_filled(self, n: int) -> None:
+        """Record that ``n`` bytes were written into the view from :meth:`body_view`."""
+        assert self._body is not None and self._header is not None
+        self._body_filled += n
+        if self._body_filled == len(self._body):
+            self._finish(self._header, self._body)
+            self._header = None
+            self._body = None
+            self._body_filled = 0
+
+    def messages(self) -> Iterator[Message]:
+        """Yield and forget the messages decoded so far."""
+        while self._ready:
+            ready, self._ready = self._ready, []
+            yield from ready
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for a message not yet complete (0 at a clean message boundary)."""
+        partial = HEADER_SIZE if self._header is not None else 0
+        return len(self._buf) + partial + self._body_filled
+
+
+def frame(msg: Message) -> bytes:
+    """The whole frame of ``msg`` as one bytes object (for tests and small messages)."""
+    return msg.header() + bytes(msg.data)

@@ -1,0 +1,111 @@
+"""One file descriptor of a connection, with disconnection folded into ordinary return values."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+
+from .errors import StreamError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional, Tuple, TypeVar
+
+    _T = TypeVar("_T")
+
+
+#: errno values that mean "the other end went away" rather than "something is wrong here":
+#: EIO from a pty whose slave side closed, ECONNRESET from a socket, EPIPE from a pipe.
+DISCONNECT_ERRNOS = frozenset((errno.EIO, errno.ECONNRESET, errno.EPIPE))
+
+#: The largest single read a Side makes by default.
+CHUNK_SIZE = 256 * 1024
+
+
+def io_op(func: Callable[..., _T], *args: Any) -> Tuple[Optional[_T], bool]:
+    """Call ``func(*args)`` and report disconnection instead of raising it.
+
+    Returns ``(result, False)`` on success and ``(None, True)`` when the call failed with an errno
+    that means the peer disconnected.  An interrupted call (EINTR) is retried; any other
+    :class:`OSError`, including :class:`BlockingIOError`, propagates.
+    """
+    while True:
+        try:
+            return func(*args), False
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            if exc.errno in DISCONNECT_ERRNOS:
+                return None, True
+            raise
+
+
+def set_nonblocking(fd: int) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if not flags & os.O_NONBLOCK:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+
+class Side:
+    """One end of a stream: the fd it reads from or the fd it writes to.
+
+    A pipe needs two Sides (one per direction) while a socket or pty may serve as both, so stream
+    code treats them alike.  The fd is made non-blocking here; a read or write that would block
+    raises :class:`BlockingIOError` for the caller's event loop to wait on.  ``stream`` is the
+    object the side belongs to, or ``None`` for a standalone fd.  ``keep_alive`` tells a loop that
+    this side's stream should stay open until the side disconnects.
+    """
+
+    def __init__(self, stream: object, fd: int, keep_alive: bool = True) -> None:
+        self.stream = stream
+        self.fd: Optional[int] = fd
+        self.keep_alive = keep_alive
+        set_nonblocking(fd)
+
+    def __repr__(self) -> str:
+        return "Side(%r, fd=%r)" % (self.stream, self.fd)
+
+    def fileno(self) -> int:
+        """The fd, for ``select``-style APIs; :class:`StreamError` once closed."""
+        if self.fd is None:
+            raise StreamError("%r is closed" % (self,))
+        return self.fd
+
+    def close(self) -> None:
+        """Close the fd once; later calls do nothing."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        return self.fd is None
+
+    def read(self, n: int = CHUNK_SIZE) -> bytes:
+        """Read up to ``n`` bytes; ``b""`` means the peer disconnected (or end of file)."""
+        data, disconnected = io_op(os.read, self.fileno(), n)
+        if disconnected or data is None:
+            return b""
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        """Read straight into a writable buffer; ``0`` means the peer disconnected."""
+        n, disconnected = io_op(os.readv, self.fileno(), [buffer])
+        if disconnected or n is None:
+            return 0
+        return n
+
+    def write(self, data: Any) -> Optional[int]:
+        """Write what the fd accepts now; the count written, or ``None`` on disconnection."""
+        n, disconnected = io_op(os.write, self.fileno(), data)
+        if disconnected:
+            return None
+        return n
+
+    def writev(self, buffers: Any) -> Optional[int]:
+        """Like :meth:`write` for a sequence of buffers, gathered in one system call."""
+        n, disconnected = io_op(os.writev, self.fileno(), buffers)
+        if disconnected:
+            return None
+        return n
