@@ -63,10 +63,9 @@ def function_reference(fn: Any) -> tuple[str, str]:
 def _same_callable(found: Any, fn: Any) -> bool:
     if found is fn:
         return True
-    # Class methods are re-bound on each attribute access: compare what they wrap.
-    return (
-        isinstance(found, types.MethodType)
-        and isinstance(fn, types.MethodType)
-        and found.__func__ is fn.__func__
-        and found.__self__ is fn.__self__
-    )
+    # Class methods are re-bound on each attribute access: compare what they are bound to.
+    if isinstance(found, types.MethodType) and isinstance(fn, types.MethodType):
+        return found.__func__ is fn.__func__ and found.__self__ is fn.__self__
+    if isinstance(found, types.BuiltinFunctionType) and isinstance(fn, types.BuiltinFunctionType):
+        return found.__self__ is fn.__self__ and found.__name__ == fn.__name__
+    return False

@@ -48,7 +48,7 @@ class Latch(_core_latch.Latch, Generic[T]):
         return obj
 
     async def get(self) -> T:
-        """Dequeue the next object, waiting for one; cancellable, raises ``LatchError`` if closed."""
+        """Dequeue the next object, waiting for one; cancellable; ``LatchError`` if closed."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             with self._lock:

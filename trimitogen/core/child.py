@@ -190,7 +190,7 @@ class ExternalContext:
     def install_logging(self, logging: Any) -> None:
         context = self
 
-        class ForwardingHandler(logging.Handler):  # type: ignore[name-defined,misc]
+        class ForwardingHandler(logging.Handler):  # type: ignore[misc]
             def emit(self, record: Any) -> None:
                 try:
                     text = self.format(record)
@@ -296,7 +296,7 @@ class ExternalContext:
 
     def _start_watchdog(self) -> None:
         def watchdog() -> None:
-            r, _, _ = select.select([], [], [], SHUTDOWN_GRACE)
+            select.select([], [], [], SHUTDOWN_GRACE)
             os._exit(0)
 
         _thread.start_new_thread(watchdog, ())
@@ -334,7 +334,7 @@ class ExternalContext:
                     "log",
                     "trimitogen.call",
                     40,
-                    "call_no_reply(%s) raised %s: %s\n%s" % ((func_desc,) + reply[1:]),
+                    "call_no_reply(%s) raised %s: %s\n%s" % (func_desc, *reply[1:]),
                 )
             return
         try:

@@ -40,9 +40,9 @@ class HostKeyError(ConnectError):
 class CallError(Error):
     """A function called in another context raised an exception there.
 
-    :attr:`type_name` is the qualified name of the remote exception's class (``builtins.ValueError``),
-    :attr:`message` its ``str()``, and :attr:`remote_traceback` the traceback text printed by the
-    context that ran the function.
+    :attr:`type_name` is the qualified name of the remote exception's class, such as
+    ``builtins.ValueError``; :attr:`message` is its ``str()``; :attr:`remote_traceback` is the
+    traceback text printed by the context that ran the function.
     """
 
     def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:

@@ -77,7 +77,7 @@ class Latch:
                 self._wakers.pop(0)()
 
     def close(self) -> None:
-        """Mark the latch closed and wake every sleeper, each of which raises :class:`LatchError`."""
+        """Mark the latch closed and wake every sleeper; each raises :class:`LatchError`."""
         with self._lock:
             self.closed = True
             wakers, self._wakers = self._wakers, []
@@ -143,7 +143,7 @@ class Latch:
                     obj = self._pop_or_raise()
                     if obj is not _EMPTY:
                         return obj
-                raise TimeoutError("no object arrived within %.3fs" % (timeout,))
+                raise TimeoutError("no object arrived within %rs" % (timeout,))
 
 
 class _Empty:

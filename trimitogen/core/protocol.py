@@ -153,7 +153,7 @@ def loads(data: Any) -> Any:
     except StreamError:
         raise
     except Exception as exc:
-        raise StreamError("malformed message body: %s: %s" % (type(exc).__name__, exc))
+        raise StreamError("malformed message body: %s: %s" % (type(exc).__name__, exc)) from None
 
 
 class FrameDecoder:
@@ -243,7 +243,8 @@ class FrameDecoder:
 
     def body_filled(self, n: int) -> None:
         """Record that ``n`` bytes were written into the view from :meth:`body_view`."""
-        assert self._body is not None and self._header is not None
+        assert self._body is not None
+        assert self._header is not None
         self._body_filled += n
         if self._body_filled == len(self._body):
             self._finish(self._header, self._body)

@@ -1,0 +1,110 @@
+"""Shared fixtures.  The rules every test here follows:
+
+1. Real parts, not mocks: real child interpreters (every CPython 3.8+ on the machine), real fds.
+2. Anything that touches a process or an fd runs under a timeout: pytest-timeout for every test
+   (``timeout`` in pyproject.toml) and ``trio.fail_after`` around waits inside async tests.
+3. Nothing is left behind: the autouse ``no_leftover_processes`` fixture fails a test that leaves a
+   child process, and ``no_leaked_fds`` does the same for file descriptors.
+4. No timing assertions; where time matters, use the ``autojump_clock`` fixture.
+5. Loopback only.  A test whose real part is missing skips with the reason, except under
+   ``CI=true``, where such a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import trimitogen as tm
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+#: Bound for any single wait inside an async test.
+WAIT = 60.0
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; under CI a missing real part is an error, not a skip."""
+    if IN_CI:
+        pytest.fail("CI=true but " + reason)
+    pytest.skip(reason)
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Field 4 (ppid) follows the parenthesised command name, which may contain spaces.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    before = set(_children_of(os.getpid()))
+    yield
+    left = set(_children_of(os.getpid())) - before
+    assert not left, "the test left child processes behind: %s" % sorted(left)
+
+
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture
+def no_leaked_fds() -> Iterator[None]:
+    before = _open_fds()
+    yield
+    # The listing itself briefly opens an fd; compare against what was open before.
+    leaked = {fd for fd in _open_fds() - before if os.path.exists("/proc/self/fd/%d" % fd)}
+    details = {fd: os.readlink("/proc/self/fd/%d" % fd) for fd in leaked}
+    assert not leaked, "the test leaked fds: %s" % details
+
+
+@pytest.fixture
+def child_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let children import this repository's ``tests`` package (where helpers live)."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+
+@pytest.fixture
+async def ctx(child_path: None, no_leaked_fds: None) -> AsyncIterator[tm.Context]:
+    """A local context on the master's own interpreter."""
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local(), name="test") as context:
+            yield context
+
+
+def discover_interpreters() -> dict[str, str]:
+    """Every CPython 3.8+ on this machine: pyenv's versions and the system's python3."""
+    found: dict[str, str] = {}
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if pyenv_root.is_dir():
+        for entry in sorted(pyenv_root.iterdir()):
+            parts = entry.name.split(".")
+            if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+                continue
+            if (int(parts[0]), int(parts[1])) < (3, 8):
+                continue
+            exe = entry / "bin" / "python3"
+            if exe.exists():
+                found["pyenv-" + entry.name] = str(exe)
+    for system in ("/usr/bin/python3",):
+        if os.path.exists(system):
+            found["system-" + os.path.basename(os.path.realpath(system))] = system
+    found.setdefault("master", sys.executable)
+    return found
