@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import operator
@@ -102,7 +103,7 @@ async def test_unreachable_callables_are_refused_before_sending(ctx: tm.Context)
     def closure() -> None:
         pass
 
-    refused: list[Any] = [lambda: None, closure, rh.Tools().bound, [].append, print.__call__]
+    refused: list[Any] = [lambda: None, closure, rh.Tools().bound, [].append, functools.partial(rh.echo)]
     for bad in refused:
         with pytest.raises(TypeError, match="cannot call"):
             await ctx.call(bad)
