@@ -20,7 +20,7 @@ from .core.protocol import (
     HANDLE_SHUTDOWN,
     MASTER_ID,
     Message,
-    dumps,
+    dumps_body,
 )
 
 P = ParamSpec("P")
@@ -76,7 +76,7 @@ class Context:
     def _request(self, fn: Callable[..., Any], args: Any, kwargs: Any, reply_to: int) -> Message:
         module, qualname = function_reference(fn)
         try:
-            data = dumps((module, qualname, args, kwargs))
+            data = dumps_body((module, qualname, args, kwargs))
         except TypeError as exc:
             raise TypeError("arguments of %s.%s: %s" % (module, qualname, exc)) from None
         return Message(self.context_id, MASTER_ID, HANDLE_CALL, reply_to, data)

@@ -16,6 +16,10 @@ from .core.errors import ConnectError
 from .core.side import Side
 
 
+#: Socket buffer size asked for on a local child's socketpair.
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Local:
     """A new local interpreter.  Made by :func:`local`."""
@@ -33,6 +37,10 @@ class Local:
     async def start(self, name: str, context_id: int) -> Connection:
         """Spawn the interpreter with a socketpair on fds 0 and 1 and a pipe on fd 2."""
         parent_sock, child_sock = socket.socketpair()
+        for sock in (parent_sock, child_sock):
+            # Larger buffers mean fewer wake-ups per megabyte; the kernel caps the request.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         err_r, err_w = os.pipe()
         try:
             process = await trio.lowlevel.open_process(

@@ -28,6 +28,7 @@ from .protocol import (
     FrameDecoder,
     Message,
     dumps,
+    dumps_body,
 )
 from .side import Side
 
@@ -154,9 +155,7 @@ class ExternalContext:
     # Sending -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
         """Write one frame to the parent; any thread may call this."""
-        parts: List[Any] = [msg.header()]
-        if len(msg.data):
-            parts.append(memoryview(msg.data))
+        parts = [part for part in msg.frame_parts() if len(part)]
         fd = self.tx.fileno()
         with self._wlock:
             while parts:
@@ -338,7 +337,7 @@ class ExternalContext:
                 )
             return
         try:
-            data = dumps(reply)
+            data: Any = dumps_body(reply)
         except Exception as exc:
             data = dumps(
                 (

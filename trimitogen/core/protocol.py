@@ -16,7 +16,7 @@ global outside a fixed allow-list, so a hostile peer cannot make the reader impo
 from __future__ import annotations
 
 import _pickle
-import io
+import mmap
 import struct
 
 from .errors import StreamError
@@ -110,10 +110,12 @@ class Message:
 
     def frame_parts(self) -> List[Any]:
         """Header and body as separate buffers, for a gathered write without concatenation."""
+        if type(self.data) is Body:
+            return [self.header(), *self.data.parts]
         return [self.header(), self.data]
 
     def unpickle(self) -> Any:
-        return loads(self.data)
+        return loads(bytes(self.data) if type(self.data) is Body else self.data)
 
 
 class _RestrictedPickler(_pickle.Pickler):
@@ -139,17 +141,85 @@ class _RestrictedUnpickler(_pickle.Unpickler):
         )
 
 
+class Body:
+    """An encoded body as a list of buffers, so large ``bytes`` values are never copied.
+
+    The pickler hands big ``bytes`` payloads to :meth:`write` as the objects themselves; they are
+    immutable, so the body can refer to them until the frame is written.
+    """
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: List[Any] = []
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def write(self, data: Any) -> int:
+        if type(data) is not bytes:
+            data = bytes(data)  # a bytearray or buffer may change before it is sent
+        self.parts.append(data)
+        self.size += len(data)
+        return len(data)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _BodyReader:
+    """A read-only file over a received body for the unpickler, without copying the body.
+
+    ``peek`` lets the C unpickler fetch its input in large blocks instead of calling ``read``
+    per opcode; ``readinto`` lets it fill large ``bytes`` values in one copy.
+    """
+
+    __slots__ = ("view", "pos")
+
+    def __init__(self, data: Any) -> None:
+        self.view = memoryview(data).cast("B")
+        self.pos = 0
+
+    def peek(self, n: int = 0) -> bytes:
+        return bytes(self.view[self.pos : self.pos + max(n, 1)])
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.view) if n < 0 else self.pos + n
+        data = bytes(self.view[self.pos : end])
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.view[self.pos : self.pos + len(buffer)]
+        n = len(chunk)
+        memoryview(buffer).cast("B")[:n] = chunk
+        self.pos += n
+        return n
+
+    def readline(self) -> bytes:
+        rest = self.view[self.pos :]
+        end = bytes(rest[:4096]).find(b"\n")
+        n = len(rest) if end < 0 else end + 1
+        return self.read(n)
+
+
+def dumps_body(obj: Any) -> Body:
+    """Pickle plain data into a :class:`Body`; :class:`TypeError` names a non-plain value."""
+    body = Body()
+    _RestrictedPickler(body, protocol=PICKLE_PROTOCOL).dump(obj)
+    return body
+
+
 def dumps(obj: Any) -> bytes:
-    """Pickle plain data; :class:`TypeError` names the first value that is not plain data."""
-    buf = io.BytesIO()
-    _RestrictedPickler(buf, protocol=PICKLE_PROTOCOL).dump(obj)
-    return buf.getvalue()
+    """Pickle plain data to bytes; :class:`TypeError` names the first non-plain value."""
+    return bytes(dumps_body(obj))
 
 
 def loads(data: Any) -> Any:
     """Unpickle a body with the allow-list; any failure is a :class:`StreamError`."""
     try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
+        return _RestrictedUnpickler(_BodyReader(data)).load()
     except StreamError:
         raise
     except Exception as exc:
@@ -173,7 +243,7 @@ class FrameDecoder:
         self.max_message_size = max_message_size
         self._buf = bytearray()
         self._header: Optional[Tuple[int, ...]] = None
-        self._body: Optional[bytearray] = None
+        self._body: Optional[mmap.mmap] = None
         self._body_filled = 0
         self._ready: List[Message] = []
         self._error: Optional[StreamError] = None
@@ -227,7 +297,9 @@ class FrameDecoder:
                 pos += length
                 continue
             if length >= self.DIRECT_READ_MIN:
-                body = bytearray(length)
+                # An anonymous mapping is zero-filled lazily by the kernel, where bytearray(n)
+                # would first write n zero bytes.
+                body = mmap.mmap(-1, length)
                 body[:available] = buf[pos:]
                 pos = len(buf)
                 self._body = body
