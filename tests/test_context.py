@@ -103,7 +103,13 @@ async def test_unreachable_callables_are_refused_before_sending(ctx: tm.Context)
     def closure() -> None:
         pass
 
-    refused: list[Any] = [lambda: None, closure, rh.Tools().bound, [].append, functools.partial(rh.echo)]
+    refused: list[Any] = [
+        lambda: None,
+        closure,
+        rh.Tools().bound,
+        [].append,
+        functools.partial(rh.echo),
+    ]
     for bad in refused:
         with pytest.raises(TypeError, match="cannot call"):
             await ctx.call(bad)

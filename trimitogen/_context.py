@@ -135,17 +135,9 @@ class Context:
             raise CallError(reply[1], reply[2], reply[3])
         raise StreamError("%s is not a reply: %r" % (what, type(reply)))
 
-    @overload
-    async def call_no_reply(
-        self, fn: Callable[P, Coroutine[Any, Any, Any]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> None: ...
-
-    @overload
     async def call_no_reply(
         self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
-    ) -> None: ...
-
-    async def call_no_reply(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+    ) -> None:
         """Send a call without waiting for it; an exception it raises is logged by the child."""
         await trio.lowlevel.checkpoint_if_cancelled()
         conn = self._conn

@@ -15,7 +15,6 @@ from .core.bootstrap import stage1_command
 from .core.errors import ConnectError
 from .core.side import Side
 
-
 #: Socket buffer size asked for on a local child's socketpair.
 SOCKET_BUFFER = 4 * 1024 * 1024
 

@@ -175,7 +175,7 @@ class _BodyReader:
     per opcode; ``readinto`` lets it fill large ``bytes`` values in one copy.
     """
 
-    __slots__ = ("view", "pos")
+    __slots__ = ("pos", "view")
 
     def __init__(self, data: Any) -> None:
         self.view = memoryview(data).cast("B")

@@ -1,0 +1,77 @@
+"""A child that speaks the protocol but misbehaves, to test the master's defences.
+
+Run as the "interpreter" of a local context: ``python hostile_child.py MODE -c STAGE1``.  It
+pretends to bootstrap, announces itself, then answers the first call according to MODE and any
+later call honestly.  Nothing here may run in the master: the sentinel file named by
+``HOSTILE_SENTINEL`` must never appear.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import sys
+
+HEADER = struct.Struct(">HBBIIIII")
+MAGIC = 0x746D
+
+
+def read_exact(n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk:
+            sys.exit(0)
+        data += chunk
+    return data
+
+
+def send(dst: int, src: int, handle: int, reply_to: int, body: bytes, length: int = -1) -> None:
+    size = len(body) if length < 0 else length
+    os.write(1, HEADER.pack(MAGIC, 1, 0, dst, src, handle, reply_to, size) + body)
+
+
+class Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("touch " + os.environ["HOSTILE_SENTINEL"],))
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    os.write(1, b"TMG0 %x\n" % sys.hexversion)
+    read_exact(int(read_exact(8), 16))  # the runtime, ignored
+    config = pickle.loads(read_exact(int(read_exact(8), 16)))
+    me = config["context_id"]
+    send(0, me, 1, 0, pickle.dumps((os.getpid(), sys.hexversion)))
+    first = True
+    while True:
+        fields = HEADER.unpack(read_exact(HEADER.size))
+        read_exact(fields[-1])
+        reply_to = fields[6]
+        if not first or mode == "honest":
+            send(0, me, reply_to, 0, pickle.dumps((True, "honest answer")))
+            continue
+        first = False
+        if mode == "evil-reply":
+            send(0, me, reply_to, 0, pickle.dumps((True, Evil())))
+        elif mode == "evil-log":
+            send(0, me, 3, 0, pickle.dumps(("log", "x", 40, Evil())))
+            send(0, me, reply_to, 0, pickle.dumps((True, "after evil log")))
+        elif mode == "spoofed-origin":
+            send(0, me + 1000, reply_to, 0, pickle.dumps((True, "spoofed")))
+            send(5, me, reply_to, 0, pickle.dumps((True, "misaddressed")))
+            send(0, me, reply_to, 0, pickle.dumps((True, "genuine")))
+        elif mode == "not-a-reply":
+            send(0, me, reply_to, 0, pickle.dumps(["not", "a", "reply"]))
+        elif mode == "bad-magic":
+            os.write(1, b"\x00" * HEADER.size)
+        elif mode == "oversized":
+            send(0, me, reply_to, 0, b"", length=2**31)
+            os.write(1, b"x" * 65536)
+        else:
+            raise SystemExit("unknown mode " + mode)
+
+
+if __name__ == "__main__":
+    main()
