@@ -42,7 +42,6 @@ async def uses_the_api() -> None:
         await ctx.call(fetch, "x", retry=2)  # type: ignore[call-arg]
         x: str = await ctx.call(add, 1, 2)  # type: ignore[call-overload]
         await ctx.call_no_reply(add, "1", 2)  # type: ignore[arg-type]
-        ctx.call(add, 1, 2).nonexistent  # type: ignore[attr-defined]
 
 
 async def uses_the_latch() -> None:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the test suite need, on a fresh machine or an old one.
+# Idempotent: re-running it only checks what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+
+need_apt=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v sudo >/dev/null 2>&1 || need_apt+=(sudo)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "setup: installing ${need_apt[*]} with apt-get" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "setup: missing ${need_apt[*]}; install them (as root: apt-get install ${need_apt[*]})" >&2
+    fi
+fi
+
+# trio-typing's old stubs shadow trio's own types: make sure it is not installed.
+if "$PYTHON" -m pip show trio-typing >/dev/null 2>&1; then
+    "$PYTHON" -m pip uninstall -y -q trio-typing
+fi
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]'
