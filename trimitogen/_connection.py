@@ -25,6 +25,9 @@ from .core.side import Side
 
 log = logging.getLogger("trimitogen")
 
+#: The reason given to calls made after a context was shut down on purpose.
+SHUT_DOWN = "it was shut down"
+
 #: Lines of stderr and pre-bootstrap output kept for error messages.
 TAIL_LINES = 20
 
@@ -44,14 +47,38 @@ def describe_status(returncode: int) -> str:
 
 
 class Reply:
-    """Where the reader puts the answer to one request."""
+    """Where the reader puts the answer to one request, waking the one task that waits for it.
 
-    __slots__ = ("error", "event", "msg")
+    Lighter than a :class:`trio.Event`: exactly one task waits, so the reader reschedules it
+    directly.
+    """
+
+    __slots__ = ("done", "error", "msg", "task")
 
     def __init__(self) -> None:
-        self.event = trio.Event()
         self.msg: Message | None = None
         self.error: BaseException | None = None
+        self.task: trio.lowlevel.Task | None = None
+        self.done = False
+
+    def set(self) -> None:
+        self.done = True
+        if self.task is not None:
+            task, self.task = self.task, None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Wait until :meth:`set`; cancellable (the answer, if it comes later, is dropped)."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class Connection:
@@ -95,6 +122,7 @@ class Connection:
         self.exited = trio.Event()
         self.reader_done = trio.Event()
         self.dead_reason: str | None = None
+        self.shutting_down = False
         self.remote_pid: int | None = None
         self.remote_hexversion: int | None = None
         self.on_message: Callable[[Message], None] | None = None
@@ -231,7 +259,7 @@ class Connection:
         reply = self.pending.pop(handle, None)
         if reply is not None:
             reply.msg = msg
-            reply.event.set()
+            reply.set()
         elif handle == HANDLE_LOG:
             self._on_log(msg)
         elif handle == HANDLE_READY:
@@ -318,6 +346,8 @@ class Connection:
         """Mark the connection dead and fail every waiting request with ``reason``."""
         if self.dead_reason is not None:
             return
+        if self.shutting_down and reason != SHUT_DOWN:
+            reason = "%s (%s)" % (SHUT_DOWN, reason)
         self.dead_reason = reason
         self.settled.set()
         self._outq.clear()
@@ -325,7 +355,7 @@ class Connection:
         pending, self.pending = self.pending, {}
         for reply in pending.values():
             reply.error = self.channel_error()
-            reply.event.set()
+            reply.set()
 
     def close_fds(self) -> None:
         for side in (self.rx, self.tx, self.stderr):

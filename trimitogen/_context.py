@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import trio
 
-from ._connection import Connection
+from ._connection import SHUT_DOWN, Connection
 from ._funcref import function_reference
 from ._payload import config_payload, runtime_payload
 from .core.errors import CallError, ChannelError, ConnectError, StreamError
@@ -31,6 +31,10 @@ R = TypeVar("R")
 SHUTDOWN_GRACE = 3.0
 
 _context_ids = itertools.count(1)
+
+#: function_reference() results: validating a callable costs more than the rest of a small call.
+_references: dict[Any, tuple[str, str]] = {}
+_REFERENCES_MAX = 4096
 
 
 class Method(Protocol):
@@ -74,7 +78,13 @@ class Context:
         return self._conn.remote_pid
 
     def _request(self, fn: Callable[..., Any], args: Any, kwargs: Any, reply_to: int) -> Message:
-        module, qualname = function_reference(fn)
+        try:
+            module, qualname = _references[fn]
+        except (KeyError, TypeError):
+            module, qualname = function_reference(fn)
+            if len(_references) >= _REFERENCES_MAX:
+                _references.clear()
+            _references[fn] = (module, qualname)
         try:
             data = dumps_body((module, qualname, args, kwargs))
         except TypeError as exc:
@@ -108,7 +118,7 @@ class Context:
         handle, reply = conn.new_reply()
         try:
             conn.send(self._request(fn, args, kwargs, handle))
-            await reply.event.wait()
+            await reply.wait()
         finally:
             conn.pending.pop(handle, None)
         if reply.error is not None:
@@ -155,6 +165,7 @@ class Context:
 
 async def _stop(conn: Connection) -> None:
     """Ask the child to exit, then escalate to SIGTERM and SIGKILL; always reaps it."""
+    conn.shutting_down = True
     if conn.ready.is_set() and conn.dead_reason is None:
         try:
             conn.send(Message(conn.context_id, MASTER_ID, HANDLE_SHUTDOWN, 0, b""))
@@ -173,7 +184,7 @@ async def _stop(conn: Connection) -> None:
             conn.logger.warning("pid %d ignored SIGTERM: sending SIGKILL", process.pid)
             process.kill()
             await process.wait()
-    conn.disconnect("the context was shut down")
+    conn.disconnect(SHUT_DOWN)
 
 
 async def _await_ready(conn: Connection, method: Method, connect_timeout: float) -> None:

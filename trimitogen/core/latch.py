@@ -26,12 +26,24 @@ if TYPE_CHECKING:
 _local = _thread._local()
 
 
+class _ThreadSockets:
+    """A thread's wake-up socketpair, closed when the thread ends and its locals are freed."""
+
+    __slots__ = ("rsock", "wsock")
+
+    def __init__(self) -> None:
+        self.rsock, self.wsock = _socket.socketpair()
+
+    def __del__(self) -> None:
+        self.rsock.close()
+        self.wsock.close()
+
+
 def _thread_socketpair() -> "tuple[_socket.socket, _socket.socket]":
-    pair = getattr(_local, "pair", None)
-    if pair is None:
-        pair = _socket.socketpair()
-        _local.pair = pair
-    return pair
+    sockets = getattr(_local, "sockets", None)
+    if sockets is None:
+        sockets = _local.sockets = _ThreadSockets()
+    return sockets.rsock, sockets.wsock
 
 
 class _SleepingThread:
