@@ -76,14 +76,11 @@ def no_leaked_fds() -> Iterator[None]:
 
 
 @pytest.fixture
-def child_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let children import this repository's ``tests`` package (where helpers live)."""
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+async def ctx(no_leaked_fds: None) -> AsyncIterator[tm.Context]:
+    """A local context on the master's own interpreter.
 
-
-@pytest.fixture
-async def ctx(child_path: None, no_leaked_fds: None) -> AsyncIterator[tm.Context]:
-    """A local context on the master's own interpreter."""
+    Test helpers (``tests.remote_helpers``) reach it by import over the wire.
+    """
     with trio.fail_after(WAIT):
         async with tm.open_context(tm.local(), name="test") as context:
             yield context

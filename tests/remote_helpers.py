@@ -1,7 +1,7 @@
 """Functions the tests call in child contexts.
 
-Children import this module by name (the ``child_path`` fixture puts the repository on their
-``PYTHONPATH``), so everything here must run on Python 3.8 and use only the standard library.
+Children receive this module from the master by import over the wire, so everything here must
+run on Python 3.8 and use only the standard library.
 """
 
 from __future__ import annotations

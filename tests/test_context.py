@@ -231,7 +231,7 @@ async def test_child_killed_by_signal_names_the_signal(ctx: tm.Context) -> None:
         await ctx.call(rh.kill_self, int(signal.SIGKILL))
 
 
-async def test_exception_in_body_propagates_unwrapped(child_path: None) -> None:
+async def test_exception_in_body_propagates_unwrapped() -> None:
     caught: BaseException | None = None
     try:
         async with tm.open_context(tm.local()) as ctx:
@@ -244,9 +244,7 @@ async def test_exception_in_body_propagates_unwrapped(child_path: None) -> None:
     assert ctx._conn.process.returncode is not None
 
 
-async def test_leaving_the_block_reaps_the_child_and_closes_fds(
-    child_path: None, no_leaked_fds: None
-) -> None:
+async def test_leaving_the_block_reaps_the_child_and_closes_fds(no_leaked_fds: None) -> None:
     async with tm.open_context(tm.local()) as ctx:
         pid = ctx.pid
         assert pid is not None
@@ -265,9 +263,7 @@ async def test_cancelled_call_returns_while_child_is_busy(ctx: tm.Context) -> No
     assert not ctx._conn.pending
 
 
-async def test_cancelling_the_block_shuts_down_a_busy_child(
-    child_path: None, no_leaked_fds: None
-) -> None:
+async def test_cancelling_the_block_shuts_down_a_busy_child(no_leaked_fds: None) -> None:
     with trio.fail_after(WAIT):
         with trio.move_on_after(0.5):
             async with tm.open_context(tm.local()) as ctx:
@@ -276,7 +272,7 @@ async def test_cancelling_the_block_shuts_down_a_busy_child(
     assert ctx._conn.process.returncode is not None
 
 
-async def test_explicit_shutdown(child_path: None) -> None:
+async def test_explicit_shutdown() -> None:
     async with tm.open_context(tm.local()) as ctx:
         await ctx.shutdown()
         assert ctx._conn.process is not None

@@ -31,7 +31,7 @@ def test_machine_has_the_expected_interpreters() -> None:
 
 
 @pytest.mark.parametrize("label", sorted(INTERPRETERS))
-async def test_calls_on_each_interpreter(label: str, child_path: None, no_leaked_fds: None) -> None:
+async def test_calls_on_each_interpreter(label: str, no_leaked_fds: None) -> None:
     python = INTERPRETERS[label]
     with trio.fail_after(WAIT):
         async with tm.open_context(tm.local(python=python), name=label) as ctx:

@@ -10,6 +10,7 @@ from ._fdio import iter_read as iter_read
 from ._fdio import write_all as write_all
 from ._latch import Latch as Latch
 from ._methods import local as local
+from ._responder import ImportStats as ImportStats
 from .core.errors import CallError as CallError
 from .core.errors import ChannelError as ChannelError
 from .core.errors import ConnectError as ConnectError

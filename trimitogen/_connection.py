@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import importlib.util
 import logging
 import signal
 from collections.abc import Callable
@@ -10,16 +11,20 @@ from typing import Any
 
 import trio
 
+from ._responder import ImportStats, ModulePolicy, ModuleResponder
 from .core.bootstrap import BootstrapParser
 from .core.errors import ChannelError, StreamError
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
+    HANDLE_GET_MODULE,
+    HANDLE_LOAD_MODULE,
     HANDLE_LOG,
     HANDLE_READY,
     MASTER_ID,
     FrameDecoder,
     Message,
+    dumps_body,
 )
 from .core.side import Side
 
@@ -125,6 +130,11 @@ class Connection:
         self.shutting_down = False
         self.remote_pid: int | None = None
         self.remote_hexversion: int | None = None
+        self.remote_magic = b""
+        self.responder: ModuleResponder | None = None
+        self.module_policy = ModulePolicy()
+        self.modules_sent: set[str] = set()
+        self.import_stats = ImportStats()
         self.on_message: Callable[[Message], None] | None = None
 
     def __repr__(self) -> str:
@@ -262,6 +272,8 @@ class Connection:
             reply.set()
         elif handle == HANDLE_LOG:
             self._on_log(msg)
+        elif handle == HANDLE_GET_MODULE:
+            self._on_get_module(msg)
         elif handle == HANDLE_READY:
             self._on_ready(msg)
         elif self.on_message is not None:
@@ -271,14 +283,47 @@ class Connection:
 
     def _on_ready(self, msg: Message) -> None:
         try:
-            pid, hexversion = msg.unpickle()
+            pid, hexversion, *rest = msg.unpickle()
             self.remote_pid = int(pid)
             self.remote_hexversion = int(hexversion)
+            self.remote_magic = bytes(rest[0]) if rest else b""
         except (StreamError, TypeError, ValueError) as exc:
             self.logger.warning("malformed READY message: %s", exc)
             return
         self.ready.set()
         self.settled.set()
+
+    def _on_get_module(self, msg: Message) -> None:
+        try:
+            name = msg.unpickle()
+            if type(name) is not str:
+                raise TypeError("module name is a %s" % type(name).__name__)
+        except (StreamError, TypeError) as exc:
+            self.logger.warning("malformed module request: %s", exc)
+            return
+        if self.responder is None:
+            records: list[Any] = [(name, False, "", False, b"", b"", "no module responder")]
+            seconds = 0.0
+        else:
+            records, seconds = self.responder.answer(
+                name,
+                self.module_policy,
+                self.modules_sent,
+                with_code=self.remote_magic == importlib.util.MAGIC_NUMBER,
+            )
+        body = dumps_body(records)
+        stats = self.import_stats
+        self.import_stats = ImportStats(
+            requests=stats.requests + 1,
+            modules_sent=stats.modules_sent + sum(1 for r in records if r[1]),
+            bytes_sent=stats.bytes_sent + len(body),
+            seconds=stats.seconds + seconds,
+        )
+        self.logger.debug("sent %d module records for %r", len(records), name)
+        try:
+            self.send(Message(msg.src, MASTER_ID, HANDLE_LOAD_MODULE, 0, body))
+        except ChannelError:
+            pass
 
     def _on_log(self, msg: Message) -> None:
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -13,6 +14,7 @@ import trio
 from ._connection import SHUT_DOWN, Connection
 from ._funcref import function_reference
 from ._payload import config_payload, runtime_payload
+from ._responder import ImportStats, ModulePolicy, ModuleResponder, module_names
 from .core.errors import CallError, ChannelError, ConnectError, StreamError
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -35,6 +37,13 @@ _context_ids = itertools.count(1)
 #: function_reference() results: validating a callable costs more than the rest of a small call.
 _references: dict[Any, tuple[str, str]] = {}
 _REFERENCES_MAX = 4096
+
+#: Top-level module names children never request: the standard library (never served) and probes
+#: for modules of other Python implementations.
+NEVER_ASK = tuple(sorted(sys.stdlib_module_names | {"org", "java", "_jython", "__pypy__"}))
+
+#: Serves modules to every context of this process.
+RESPONDER = ModuleResponder()
 
 
 class Method(Protocol):
@@ -71,6 +80,11 @@ class Context:
     def context_id(self) -> int:
         """The context's id in routing (the master is 0)."""
         return self._conn.context_id
+
+    @property
+    def import_stats(self) -> ImportStats:
+        """Module traffic so far: requests served, modules and bytes sent, time spent."""
+        return self._conn.import_stats
 
     @property
     def pid(self) -> int | None:
@@ -214,6 +228,8 @@ async def open_context(
     via: Context | None = None,
     name: str | None = None,
     connect_timeout: float = 30.0,
+    deny_modules: Sequence[str] | str = (),
+    allow_modules: Sequence[str] | str | None = None,
 ) -> AsyncIterator[Context]:
     """Start a child with ``method`` and yield its :class:`Context`.
 
@@ -223,11 +239,18 @@ async def open_context(
 
     However the block ends, the child is asked to exit, then terminated if it does not, reaped,
     and every fd is closed.  An exception from the body propagates as itself.
+
+    Modules the child cannot import itself are sent by the master on request (never the standard
+    library, never compiled extensions).  ``deny_modules`` and ``allow_modules`` are dotted-name
+    prefixes limiting what this context may receive; deny wins.
     """
     if via is not None:
         raise ValueError("via= is not supported by this version: open contexts directly")
     context_id = next(_context_ids)
+    policy = ModulePolicy(deny=module_names(deny_modules) or (), allow=module_names(allow_modules))
     conn = await method.start(name or "%s.%d" % (method.kind, context_id), context_id)
+    conn.responder = RESPONDER
+    conn.module_policy = policy
     error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -244,6 +267,7 @@ async def open_context(
                     "name": conn.name,
                     "log_level": conn.logger.getEffectiveLevel() or logging.WARNING,
                     "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
+                    "never_ask": NEVER_ASK,
                 }
                 conn.send_parts([runtime_payload(), config_payload(config)])
                 await _await_ready(conn, method, connect_timeout)

@@ -6,6 +6,8 @@ import sys
 import types
 from typing import Any
 
+from .core.importer import MAIN_ALIAS
+
 
 def _refuse(fn: Any, why: str) -> TypeError:
     return TypeError(
@@ -47,9 +49,9 @@ def function_reference(fn: Any) -> tuple[str, str]:
         module, qualname = fn.__module__, fn.__qualname__
     else:
         raise _refuse(fn, "it is a %s, not a function" % type(fn).__name__)
-    if module == "__main__":
-        raise _refuse(fn, "it is defined in the __main__ script, which the child cannot import")
     found: Any = sys.modules.get(module)
+    if module == "__main__":
+        module = _main_module_name(fn)
     try:
         for part in qualname.split("."):
             found = getattr(found, part)
@@ -58,6 +60,21 @@ def function_reference(fn: Any) -> tuple[str, str]:
     if not _same_callable(found, fn):
         raise _refuse(fn, "%s.%s does not lead back to it" % (module, qualname))
     return module, qualname
+
+
+def _main_module_name(fn: Any) -> str:
+    """The name the child imports the master's ``__main__`` under.
+
+    ``python -m pkg.tool`` has a real module name; a script is served under an alias so its
+    ``if __name__ == "__main__":`` block does not run in the child.
+    """
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)
+    if getattr(main, "__file__", None):
+        return MAIN_ALIAS
+    raise _refuse(fn, "it is defined in an interactive __main__ that has no source file")
 
 
 def _same_callable(found: Any, fn: Any) -> bool:

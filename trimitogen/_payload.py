@@ -16,6 +16,7 @@ RUNTIME_MODULES = (
     "trimitogen.core.side",
     "trimitogen.core.latch",
     "trimitogen.core.protocol",
+    "trimitogen.core.importer",
     "trimitogen.core.child",
 )
 

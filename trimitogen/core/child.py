@@ -18,10 +18,12 @@ import os
 import select
 import sys
 
-from .errors import ChannelError, LatchError
+from .errors import ChannelError, LatchError, StreamError
+from .importer import Importer
 from .latch import Latch
 from .protocol import (
     HANDLE_CALL,
+    HANDLE_LOAD_MODULE,
     HANDLE_LOG,
     HANDLE_READY,
     HANDLE_SHUTDOWN,
@@ -150,6 +152,9 @@ class ExternalContext:
         self._main_done_r, self._main_done_w = os.pipe()
         self.loggers: List[IoLogger] = []
         self._functions: Dict[Tuple[str, str], Any] = {}
+        self.importer = Importer(
+            self.send, self.context_id, self.parent_id, frozenset(config.get("never_ask", ()))
+        )
         self.disconnected = False
 
     # Sending -------------------------------------------------------------------------------
@@ -275,6 +280,11 @@ class ExternalContext:
                 self.calls.put(msg)
             except LatchError:
                 pass  # shutting down: the call is not run
+        elif msg.handle == HANDLE_LOAD_MODULE:
+            try:
+                self.importer.on_load_module(msg.unpickle())
+            except (StreamError, TypeError, ValueError, IndexError) as exc:
+                self.send_log("log", "trimitogen.importer", 40, "bad module records: %s" % exc)
         elif msg.handle == HANDLE_SHUTDOWN:
             self.calls.close()
         else:
@@ -289,6 +299,7 @@ class ExternalContext:
         # Nobody is left to hear from us: let a finishing call end the process normally, or end it
         # here after the grace time.
         self.disconnected = True
+        self.importer.close()
         self.calls.close()
         self._io_done.release()
         self._start_watchdog()
@@ -360,7 +371,7 @@ class ExternalContext:
                 self.context_id,
                 HANDLE_READY,
                 0,
-                dumps((os.getpid(), sys.hexversion)),
+                dumps((os.getpid(), sys.hexversion, _bytecode_magic())),
             )
         )
         while True:
@@ -415,8 +426,15 @@ def main(read_exact: Callable[[int], bytes]) -> None:
         context.install_logging(sys.modules["logging"])
     else:
         sys.meta_path.insert(0, _LoggingHook(context.install_logging))
+    sys.meta_path.append(context.importer)
     sys.argv = ["trimitogen:" + context.name]
     context.run()
+
+
+def _bytecode_magic() -> bytes:
+    # importlib's bootstrap is always loaded; importing importlib.util would cost time.
+    external = sys.modules.get("_frozen_importlib_external")
+    return bytes(getattr(external, "MAGIC_NUMBER", b""))
 
 
 def _same_file(fd1: int, fd2: int) -> bool:

@@ -43,6 +43,8 @@ HANDLE_READY = 1  # child -> parent once the runtime is up: (pid, hexversion)
 HANDLE_CALL = 2  # parent -> child: (module, qualname, args, kwargs)
 HANDLE_LOG = 3  # child -> parent: (kind, logger_name, levelno, text)
 HANDLE_SHUTDOWN = 4  # parent -> child: no body
+HANDLE_GET_MODULE = 5  # child -> parent: the name of a module the child cannot import itself
+HANDLE_LOAD_MODULE = 6  # parent -> child: a list of module records (see core/importer.py)
 FIRST_REPLY_HANDLE = 1000
 
 #: Flag: the message could not be delivered; its body is the reason (a str).

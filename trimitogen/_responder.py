@@ -1,0 +1,257 @@
+"""The master's answer to a child's module requests: :class:`ModuleResponder`."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import logging
+import marshal
+import os
+import sys
+import sysconfig
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib.machinery import ModuleSpec, PathFinder
+
+from .core.importer import MAIN_ALIAS
+
+log = logging.getLogger("trimitogen.importer")
+
+#: (name, found, origin, is_package, source, code, reason), as core/importer.py reads it.
+Record = tuple[str, bool, str, bool, bytes, bytes, str]
+
+_STDLIB_DIRS = tuple(
+    os.path.realpath(p)
+    for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+)
+_SITE_DIRS = tuple(
+    os.path.realpath(p)
+    for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+)
+
+
+@dataclass(frozen=True)
+class ImportStats:
+    """Traffic caused by a context's module requests, as seen by the master."""
+
+    #: Requests received (one per module the child could not import itself).
+    requests: int = 0
+    #: Modules sent, including related modules sent ahead of a request.
+    modules_sent: int = 0
+    #: Bytes of source and compiled code sent.
+    bytes_sent: int = 0
+    #: Seconds the master spent finding, reading and compiling what it sent.
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModulePolicy:
+    """Which modules a context may receive, by dotted-name prefix.
+
+    ``deny`` wins over ``allow``; ``allow=None`` allows every module that can be served.
+    """
+
+    deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] | None = None
+
+    @staticmethod
+    def _matches(name: str, prefixes: Iterable[str]) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    def refusal(self, name: str) -> str | None:
+        if self._matches(name, self.deny):
+            return "it is on this context's deny list"
+        if self.allow is not None and not self._matches(name, self.allow):
+            return "it is not on this context's allow list"
+        return None
+
+
+@dataclass
+class _Module:
+    name: str
+    found: bool
+    origin: str = ""
+    is_package: bool = False
+    source: bytes = b""
+    code: bytes = b""
+    reason: str = ""
+    related: tuple[str, ...] = ()
+    search_path: tuple[str, ...] = ()
+
+    def record(self, with_code: bool) -> Record:
+        code = self.code if with_code else b""
+        return (self.name, self.found, self.origin, self.is_package, self.source, code, self.reason)
+
+
+def _is_stdlib(name: str, path: str | None) -> bool:
+    top = name.partition(".")[0]
+    if top in sys.stdlib_module_names:
+        return True
+    if path is None:
+        return False
+    real = os.path.realpath(path)
+    in_stdlib = any(real.startswith(d + os.sep) for d in _STDLIB_DIRS)
+    return in_stdlib and not any(real.startswith(d + os.sep) for d in _SITE_DIRS)
+
+
+def _imported_names(tree: ast.AST, name: str, is_package: bool) -> set[str]:
+    """Absolute names a module's import statements may load (modules or their attributes)."""
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                if node.level - 1 >= len(parts):
+                    continue
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                module = base + "." + node.module if node.module else base
+            elif node.module:
+                module = node.module
+            else:
+                continue
+            found.add(module)
+            found.update(module + "." + alias.name for alias in node.names if alias.name != "*")
+    return found
+
+
+class ModuleResponder:
+    """Finds, reads and compiles modules for children, caching what it learns.
+
+    One responder serves every context of the process.  It never serves the standard library
+    (children have their own), C extensions (they must be installed where they run), or modules
+    a context's :class:`ModulePolicy` refuses.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, _Module] = {}
+
+    def _find(self, name: str) -> _Module:
+        cached = self._cache.get(name)
+        if cached is None:
+            cached = self._cache[name] = self._load(name)
+        return cached
+
+    def _spec(self, name: str) -> ModuleSpec | None:
+        """Find ``name`` without importing anything new into the master."""
+        module = sys.modules.get(name)
+        spec: ModuleSpec | None = getattr(module, "__spec__", None)
+        if spec is not None:
+            return spec
+        parent = name.rpartition(".")[0]
+        if not parent:
+            return importlib.util.find_spec(name)
+        found = self._find(parent)
+        if not (found.found and found.is_package):
+            return None
+        return PathFinder.find_spec(name, list(found.search_path))
+
+    def _load(self, name: str) -> _Module:
+        if name == MAIN_ALIAS:
+            return self._load_main()
+        try:
+            spec = self._spec(name)
+        except (ImportError, ValueError) as exc:
+            return _Module(name, False, reason="the master cannot find it either (%s)" % exc)
+        if spec is None:
+            return _Module(name, False, reason="the master cannot find it either")
+        origin = spec.origin
+        if _is_stdlib(name, origin if spec.has_location else None):
+            return _Module(name, False, reason="it is in the standard library, which is not sent")
+        is_package = spec.submodule_search_locations is not None
+        search_path = tuple(spec.submodule_search_locations or ())
+        if origin is None or origin == "namespace" or not spec.has_location:
+            if is_package:  # a namespace package: an empty package in the child
+                return _Module(name, True, "namespace:" + name, True, search_path=search_path)
+            return _Module(name, False, reason="it is built into the master's interpreter")
+        loader = spec.loader
+        get_source = getattr(loader, "get_source", None)
+        try:
+            text = get_source(name) if get_source is not None else None
+        except (ImportError, OSError) as exc:
+            return _Module(name, False, reason="its source could not be read (%s)" % exc)
+        if text is None:
+            return _Module(
+                name,
+                False,
+                reason="it is a compiled extension (%s); install it where the child runs" % origin,
+            )
+        module = self._from_source(name, origin, is_package, text)
+        module.search_path = search_path
+        return module
+
+    def _load_main(self) -> _Module:
+        main = sys.modules.get("__main__")
+        path = getattr(main, "__file__", None)
+        if path is None or not os.path.isfile(path):
+            return _Module(MAIN_ALIAS, False, reason="the master's __main__ has no source file")
+        with open(path, "rb") as f:
+            text = importlib.util.decode_source(f.read())
+        return self._from_source(MAIN_ALIAS, path, False, text)
+
+    def _from_source(self, name: str, path: str, is_package: bool, text: str) -> _Module:
+        origin = "master:" + path
+        source = text.encode("utf-8")
+        try:
+            tree = ast.parse(source, origin)
+            code = marshal.dumps(compile(tree, origin, "exec", dont_inherit=True))
+        except SyntaxError:
+            # Sent as source: compiling it in the child raises the SyntaxError there.
+            return _Module(name, True, origin, is_package, source)
+        related = sorted(_imported_names(tree, name, is_package))
+        return _Module(name, True, origin, is_package, source, code, related=tuple(related))
+
+    def _closure(self, name: str) -> list[_Module]:
+        """The module and, within its top-level package, what it imports, transitively."""
+        top = name.partition(".")[0]
+        order = [self._find(name)]
+        seen = {name}
+        queue = list(order[0].related)
+        parts = name.split(".")
+        queue += [".".join(parts[:i]) for i in range(1, len(parts))]
+        while queue:
+            other = queue.pop()
+            if other in seen or other.partition(".")[0] != top:
+                continue
+            seen.add(other)
+            module = self._find(other)
+            if module.found:
+                order.append(module)
+                queue.extend(module.related)
+        return order
+
+    def answer(
+        self,
+        name: str,
+        policy: ModulePolicy,
+        already_sent: set[str],
+        with_code: bool,
+    ) -> tuple[list[Record], float]:
+        """Records answering a request for ``name``; marks them in ``already_sent``."""
+        started = time.perf_counter()
+        refusal = policy.refusal(name)
+        if refusal is not None:
+            records = [_Module(name, False, reason=refusal).record(False)]
+        else:
+            records = []
+            for module in self._closure(name):
+                if module.name != name and (
+                    module.name in already_sent or policy.refusal(module.name) is not None
+                ):
+                    continue
+                records.append(module.record(with_code))
+                if module.found:
+                    already_sent.add(module.name)
+        return records, time.perf_counter() - started
+
+
+def module_names(names: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """Normalise a user's prefix list (one name or many) into a tuple."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        return (names,)
+    return tuple(names)

@@ -1,0 +1,143 @@
+"""The child's importer: modules the child lacks are fetched from its parent.
+
+:class:`Importer` sits at the end of ``sys.meta_path``, so the child's own modules (standard
+library and anything installed) always win and only what would otherwise fail to import is
+requested.  The parent answers with a list of records, the requested module plus modules it
+will probably need next, which are kept until imported::
+
+    (name, found, origin, is_package, source, code, reason)
+
+``source`` is the module's text (``bytes``), ``code`` a marshalled code object when the
+parent's bytecode format matches ours (or ``b""``), and ``reason`` why ``found`` is False.
+"""
+
+from __future__ import annotations
+
+import _thread
+import marshal
+import sys
+
+from .errors import LatchError
+from .latch import Latch
+from .protocol import HANDLE_GET_MODULE, Message, dumps
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
+
+    Record = Tuple[str, bool, str, bool, bytes, bytes, str]
+
+#: Name under which the master's ``__main__`` script is imported, so that its
+#: ``if __name__ == "__main__":`` block does not run in the child.
+MAIN_ALIAS = "__trimitogen_main__"
+
+
+class Importer:
+    """A meta path finder and loader backed by the parent context."""
+
+    def __init__(
+        self,
+        send: Callable[[Message], None],
+        context_id: int,
+        parent_id: int,
+        never_ask: Any = frozenset(),
+    ) -> None:
+        self._send = send
+        #: Top-level names not worth a round trip: the parent never sends the standard library
+        #: (the child's own is found before this importer is asked), and probes for other
+        #: platforms' modules ("msvcrt", Jython's "org") would each cost one.
+        self.never_ask = never_ask
+        self.context_id = context_id
+        self.parent_id = parent_id
+        self._lock = _thread.allocate_lock()
+        self._records: Dict[str, Record] = {}
+        self._waiting: Dict[str, List[Latch]] = {}
+        self._sources: Dict[str, bytes] = {}
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return "Importer(parent=%d)" % (self.parent_id,)
+
+    # Called by the I/O thread ----------------------------------------------------------------
+    def on_load_module(self, records: List[Record]) -> None:
+        with self._lock:
+            for record in records:
+                self._records[record[0]] = record
+                for latch in self._waiting.pop(record[0], ()):
+                    latch.put(record)
+
+    def close(self) -> None:
+        """The parent is gone: fail every waiting and future request."""
+        with self._lock:
+            self.closed = True
+            waiting, self._waiting = self._waiting, {}
+        for latches in waiting.values():
+            for latch in latches:
+                latch.close()
+
+    # Called by importing threads -------------------------------------------------------------
+    def _fetch(self, fullname: str) -> Record:
+        with self._lock:
+            cached = self._records.get(fullname)
+            if cached is not None:
+                return cached
+            if self.closed:
+                raise ImportError(
+                    "cannot import %r: the parent context is gone" % fullname, name=fullname
+                )
+            latch = Latch()
+            first = fullname not in self._waiting
+            self._waiting.setdefault(fullname, []).append(latch)
+        if first:
+            self._send(
+                Message(self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, dumps(fullname))
+            )
+        try:
+            answer: Record = latch.get_sync()
+        except LatchError:
+            raise ImportError(
+                "cannot import %r: the parent context disconnected" % fullname, name=fullname
+            ) from None
+        return answer
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname.partition(".")[0] in self.never_ask:
+            return None
+        if self.closed and fullname not in self._records:
+            return None
+        _name, found, origin, is_package, _source, _code, reason = self._fetch(fullname)
+        if not found:
+            raise ModuleNotFoundError("No module named %r: %s" % (fullname, reason), name=fullname)
+        from importlib.machinery import ModuleSpec
+
+        loader: Any = self
+        spec = ModuleSpec(fullname, loader, origin=origin, is_package=is_package)
+        spec.has_location = True
+        return spec
+
+    def create_module(self, spec: Any) -> Any:
+        return None
+
+    def exec_module(self, module: Any) -> None:
+        name = module.__spec__.name
+        with self._lock:
+            record = self._records.pop(name)
+        _name, _found, origin, is_package, source, code, _reason = record
+        self._sources[name] = source
+        module.__file__ = origin
+        if is_package:
+            module.__path__ = []
+        if code:
+            compiled = marshal.loads(code)
+        else:
+            compiled = compile(source, origin, "exec", dont_inherit=True)
+        exec(compiled, module.__dict__)
+
+    def get_source(self, fullname: str) -> Optional[str]:
+        """Source text for tracebacks (``linecache`` asks for it lazily)."""
+        source = self._sources.get(fullname)
+        return None if source is None else source.decode("utf-8", "replace")
+
+    def is_package(self, fullname: str) -> bool:
+        module = sys.modules.get(fullname)
+        return module is not None and hasattr(module, "__path__")
