@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import trio
 
@@ -21,7 +21,7 @@ async def _wait(wait: object, fd: int, deadline: float | None, what: str) -> Non
         raise TimeoutError("timed out %s fd %d" % (what, fd))
 
 
-async def iter_read(fd: int, deadline: float | None = None) -> AsyncIterator[bytes]:
+async def iter_read(fd: int, deadline: float | None = None) -> AsyncGenerator[bytes, None]:
     """Yield chunks of up to 4096 bytes read from ``fd`` as they arrive.
 
     ``deadline`` is an absolute time on Trio's clock (:func:`trio.current_time`), as for

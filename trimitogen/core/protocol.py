@@ -125,22 +125,75 @@ class Message:
         return loads(bytes(self.data) if type(self.data) is Body else self.data)
 
 
-class _RestrictedPickler(_pickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        # Called only for objects the C pickler has no opcode for: everything but complex (and the
-        # complex type object it names) needs a class rebuilt by the reader, which loads() refuses.
-        if obj is complex or type(obj) is complex:
-            return NotImplemented
-        raise TypeError(
-            "cannot send an object of type %s.%s: only None, bool, int, float, complex, str, "
-            "bytes, bytearray, tuple, list, dict, set and frozenset travel between contexts"
-            % (type(obj).__module__, type(obj).__qualname__)
+_PLAIN_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes, bytearray))
+_PLAIN_CONTAINERS = frozenset((tuple, list, set, frozenset, dict))
+
+#: Opcode READONLY_BUFFER: turns a buffer into a memoryview, which is not plain data.
+_READONLY_BUFFER = b"\x98"
+
+
+def _first_non_plain(obj: Any) -> Any:
+    """The first object inside ``obj`` that is not plain data, or ``_PLAIN`` if there is none."""
+    stack = [obj]
+    seen = set()
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _PLAIN_SCALARS:
+            continue
+        if kind not in _PLAIN_CONTAINERS:
+            return item
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        else:
+            stack.extend(item)
+    return _PLAIN
+
+
+def _refusal(obj: Any) -> str:
+    return (
+        "cannot send an object of type %s.%s%s: only None, bool, int, float, complex, str, bytes, "
+        "bytearray, tuple, list, dict, set and frozenset travel between contexts"
+        % (
+            type(obj).__module__,
+            type(obj).__qualname__,
+            " (the class complex)" if obj is complex else "",
         )
+    )
+
+
+class _Plain:
+    __slots__ = ()
+
+
+_PLAIN: Any = _Plain()
+
+
+class _RestrictedPickler(_pickle.Pickler):
+    # reducer_override is consulted only for objects the C pickler has no opcode for.  A complex
+    # number is rebuilt by calling its class, so the class itself is written once too; whether it
+    # also appears on its own is checked after the dump.
+    saw_class = False
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is complex:
+            return NotImplemented
+        if obj is complex:
+            self.saw_class = True
+            return NotImplemented
+        raise TypeError(_refusal(obj))
 
 
 class _RestrictedUnpickler(_pickle.Unpickler):
+    saw_global = False
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
+            self.saw_global = True
             return super().find_class(module, name)
         raise StreamError(
             "refused to load global %s.%s: it is not on the allow-list, nothing was run"
@@ -214,7 +267,12 @@ class _BodyReader:
 def dumps_body(obj: Any) -> Body:
     """Pickle plain data into a :class:`Body`; :class:`TypeError` names a non-plain value."""
     body = Body()
-    _RestrictedPickler(body, protocol=PICKLE_PROTOCOL).dump(obj)
+    pickler = _RestrictedPickler(body, protocol=PICKLE_PROTOCOL)
+    pickler.dump(obj)
+    if pickler.saw_class:
+        bad = _first_non_plain(obj)
+        if bad is not _PLAIN:
+            raise TypeError(_refusal(bad))
     return body
 
 
@@ -229,7 +287,16 @@ def loads(data: Any) -> Any:
     # without calling back into Python; other buffers (large received bodies) use _BodyReader.
     source = io.BytesIO(data) if type(data) is bytes else _BodyReader(data)
     try:
-        return _RestrictedUnpickler(source).load()
+        unpickler = _RestrictedUnpickler(source)
+        result = unpickler.load()
+        # Walking the result costs time, so only when the body could hold something non-plain:
+        # a class named by a global, or a memoryview made by READONLY_BUFFER.
+        searchable = data if hasattr(data, "find") else bytes(data)
+        if unpickler.saw_global or searchable.find(_READONLY_BUFFER) != -1:
+            bad = _first_non_plain(result)
+            if bad is not _PLAIN:
+                raise StreamError("refused a body holding %r, which is not plain data" % (bad,))
+        return result
     except StreamError:
         raise
     except Exception as exc:
