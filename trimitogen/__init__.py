@@ -10,6 +10,9 @@ from ._fdio import iter_read as iter_read
 from ._fdio import write_all as write_all
 from ._latch import Latch as Latch
 from ._methods import local as local
+from ._methods import ssh as ssh
+from ._methods import su as su
+from ._methods import sudo as sudo
 from ._responder import ImportStats as ImportStats
 from .core.errors import CallError as CallError
 from .core.errors import ChannelError as ChannelError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,8 @@ import trio
 
 from ._responder import ImportStats, ModulePolicy, ModuleResponder
 from .core.bootstrap import BootstrapParser
-from .core.errors import ChannelError, StreamError
+from .core.connect import PromptDialog
+from .core.errors import ChannelError, ConnectError, StreamError
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
@@ -136,6 +138,8 @@ class Connection:
         self.modules_sent: set[str] = set()
         self.import_stats = ImportStats()
         self.on_message: Callable[[Message], None] | None = None
+        self.dialog: PromptDialog | None = None
+        self.connect_error: ConnectError | None = None
 
     def __repr__(self) -> str:
         return "Connection(%r)" % (self.name,)
@@ -354,6 +358,8 @@ class Connection:
                     continue
                 if not data:
                     break
+                if self.dialog is not None and not self.ready.is_set():
+                    self._converse(data)
                 lines = (partial + data).split(b"\n")
                 partial = lines.pop()
                 for line in lines:
@@ -362,6 +368,19 @@ class Connection:
                 self._stderr_line(partial)
         finally:
             self.stderr_closed.set()
+
+    def _converse(self, data: bytes) -> None:
+        """Answer a start-up prompt, or record why start-up failed."""
+        assert self.dialog is not None and self.stderr is not None
+        answer = self.dialog.receive_data(data)
+        if answer:
+            try:
+                os.write(self.stderr.fileno(), answer)
+            except OSError as exc:
+                self.logger.debug("could not answer a prompt: %s", exc)
+        if self.dialog.error is not None and self.connect_error is None:
+            self.connect_error = self.dialog.error
+            self.settled.set()
 
     def _stderr_line(self, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")

@@ -15,7 +15,14 @@ from ._connection import SHUT_DOWN, Connection
 from ._funcref import function_reference
 from ._payload import config_payload, runtime_payload
 from ._responder import ImportStats, ModulePolicy, ModuleResponder, module_names
-from .core.errors import CallError, ChannelError, ConnectError, StreamError
+from .core.errors import (
+    CallError,
+    ChannelError,
+    ConnectError,
+    HostKeyError,
+    PasswordError,
+    StreamError,
+)
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HANDLE_CALL,
@@ -206,18 +213,29 @@ async def _await_ready(conn: Connection, method: Method, connect_timeout: float)
         await conn.settled.wait()
     if conn.ready.is_set():
         return
-    if conn.dead_reason is not None:
+    error_class: type[ConnectError] = ConnectError
+    started = conn.remote_hexversion is not None
+    if conn.connect_error is not None:
+        error_class = type(conn.connect_error)
+        phase = {PasswordError: "authentication", HostKeyError: "host key"}.get(
+            error_class, "connect"
+        )
+        why = str(conn.connect_error)
+    elif conn.dead_reason is not None:
+        phase = "bootstrap" if started else "spawn"
         why = conn.dead_reason
-    elif conn.remote_hexversion is None:
+    elif not started:
+        phase = "authentication" if conn.dialog and conn.dialog.passwords_sent else "spawn"
         why = "the interpreter did not start the bootstrap within %gs" % connect_timeout
     else:
+        phase = "bootstrap"
         why = "the bootstrap did not complete within %gs" % connect_timeout
     await _stop(conn)
     with trio.move_on_after(0.5):
         await conn.stderr_closed.wait()
-    raise ConnectError(
-        "%s: could not start context %r: %s; last output:\n%s"
-        % (method.describe(), conn.name, why, conn.output_tail())
+    raise error_class(
+        "%s: could not start context %r (phase: %s): %s; last output:\n%s"
+        % (method.describe(), conn.name, phase, why, conn.output_tail())
     )
 
 

@@ -1,62 +1,96 @@
-"""Connection methods: how to start a child, described as data."""
+"""Connection methods: how to start a child, described as data.
+
+Each method object is immutable and small.  :meth:`spec` renders it as a plain dict, which
+:func:`trimitogen.core.connect.build_plan` turns into an argv and a prompt dialog, in the master
+for a direct child or in an intermediate context for ``via=``.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
 import socket
 import sys
+import termios
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import trio
 
 from ._connection import Connection
-from .core.bootstrap import stage1_command
+from .core.connect import build_plan
 from .core.errors import ConnectError
 from .core.side import Side
 
-#: Socket buffer size asked for on a local child's socketpair.
+#: Socket buffer size asked for on a child's socketpair.
 SOCKET_BUFFER = 4 * 1024 * 1024
 
+HostKeyPolicy = Literal["enforce", "accept", "ignore"]
 
-@dataclass(frozen=True)
-class Local:
-    """A new local interpreter.  Made by :func:`local`."""
 
-    python: tuple[str, ...]
+def _python_argv(python: str | Sequence[str] | None, default: str) -> tuple[str, ...]:
+    if python is None:
+        return (default,)
+    if isinstance(python, str):
+        argv: tuple[str, ...] = (python,)
+    else:
+        argv = tuple(python)
+    if not argv or not all(isinstance(arg, str) and arg for arg in argv):
+        raise ValueError("python must be a non-empty path or argv list, got %r" % (python,))
+    return argv
 
-    kind = "local"
+
+class _Method:
+    """Shared behaviour: spawning from a spec, with a pty when the method may prompt."""
+
+    kind = ""
+
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        spec["kind"] = self.kind
+        return spec
 
     def describe(self) -> str:
-        return "local interpreter %s" % " ".join(self.python)
-
-    def argv(self) -> list[str]:
-        return [*self.python, "-c", stage1_command()]
+        raise NotImplementedError
 
     async def start(self, name: str, context_id: int) -> Connection:
-        """Spawn the interpreter with a socketpair on fds 0 and 1 and a pipe on fd 2."""
+        """Spawn the process: a socketpair on fds 0 and 1, a pty or pipe on fd 2."""
+        plan = build_plan(self.spec())
         parent_sock, child_sock = socket.socketpair()
         for sock in (parent_sock, child_sock):
             # Larger buffers mean fewer wake-ups per megabyte; the kernel caps the request.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        err_r, err_w = os.pipe()
+        if plan.use_pty:
+            # The terminal is only for prompts: sudo, su and ssh open /dev/tty to ask for a
+            # password, so it must be the child's controlling terminal.  Framed data never
+            # crosses it (a line discipline rewrites bytes).
+            err_r, err_w = os.openpty()
+            preexec: Any = functools.partial(fcntl.ioctl, 2, termios.TIOCSCTTY, 0)
+        else:
+            err_r, err_w = os.pipe()
+            preexec = None
+        env = dict(os.environ, **plan.env) if plan.env else None
         try:
             process = await trio.lowlevel.open_process(
-                self.argv(),
+                plan.argv,
                 stdin=child_sock.fileno(),
                 stdout=child_sock.fileno(),
                 stderr=err_w,
                 # Own session: a Ctrl-C meant for the master's terminal must not reach children;
                 # the master shuts them down itself.
                 start_new_session=True,
+                preexec_fn=preexec,
+                env=env,
             )
         except OSError as exc:
             parent_sock.close()
             os.close(err_r)
             raise ConnectError(
-                "%s: could not start context %r: %s (check the interpreter path)"
-                % (self.describe(), name, exc)
+                "%s: could not start context %r (phase: spawn): %s: %s"
+                % (self.describe(), name, plan.argv[0], exc)
             ) from exc
         finally:
             child_sock.close()
@@ -70,26 +104,168 @@ class Local:
             tx=side,
             stderr=Side(None, err_r),
         )
+        conn.dialog = plan.dialog
         side.stream = conn
         return conn
+
+
+@dataclass(frozen=True)
+class Local(_Method):
+    """A new local interpreter.  Made by :func:`local`."""
+
+    python: tuple[str, ...]
+
+    kind = "local"
+
+    def describe(self) -> str:
+        return "local interpreter %s" % " ".join(self.python)
+
+
+@dataclass(frozen=True)
+class Ssh(_Method):
+    """An interpreter on another machine, through the OpenSSH client.  Made by :func:`ssh`."""
+
+    hostname: str
+    username: str | None
+    port: int | None
+    identity_file: str | None
+    password: str | None
+    check_host_keys: HostKeyPolicy
+    ssh_path: str
+    ssh_args: tuple[str, ...]
+    python: tuple[str, ...]
+    compression: bool
+
+    kind = "ssh"
+
+    def describe(self) -> str:
+        user = "%s@" % self.username if self.username else ""
+        port = ":%d" % self.port if self.port else ""
+        return "ssh to %s%s%s" % (user, self.hostname, port)
+
+    def __repr__(self) -> str:
+        return "Ssh(%s)" % self.describe()
+
+
+@dataclass(frozen=True)
+class Sudo(_Method):
+    """An interpreter run as another user through sudo.  Made by :func:`sudo`."""
+
+    username: str
+    password: str | None
+    sudo_path: str
+    sudo_args: tuple[str, ...]
+    python: tuple[str, ...]
+
+    kind = "sudo"
+
+    def describe(self) -> str:
+        return "sudo to %s" % self.username
+
+    def __repr__(self) -> str:
+        return "Sudo(%s)" % self.username
+
+
+@dataclass(frozen=True)
+class Su(_Method):
+    """An interpreter run as another user through su.  Made by :func:`su`."""
+
+    username: str
+    password: str | None
+    su_path: str
+    python: tuple[str, ...]
+
+    kind = "su"
+
+    def describe(self) -> str:
+        return "su to %s" % self.username
+
+    def __repr__(self) -> str:
+        return "Su(%s)" % self.username
+
+
+#: The interpreter other users can run: pyenv's live under root's home, which they cannot enter.
+SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 
 
 def local(*, python: str | Sequence[str] | None = None) -> Local:
     """A method that starts a new local Python interpreter.
 
     ``python`` is the interpreter's path or a whole argv prefix such as
-    ``["/usr/bin/python3", "-I", "-S"]``; by default the master's own :data:`sys.executable`.
+    ``["/usr/bin/python3", "-I", "-S"]``; by default the master's own ``sys.executable``.
     Any CPython 3.8 or newer works: nothing needs to be installed for it.
     """
-    if python is None:
-        argv: tuple[str, ...] = (sys.executable,)
-    elif isinstance(python, str):
-        argv = (python,)
-    else:
-        argv = tuple(python)
-    if not argv or not all(isinstance(arg, str) and arg for arg in argv):
-        raise ValueError("python must be a non-empty path or argv list, got %r" % (python,))
-    return Local(argv)
+    return Local(_python_argv(python, sys.executable))
 
 
-__all__ = ["Local", "local"]
+def ssh(
+    hostname: str,
+    *,
+    username: str | None = None,
+    port: int | None = None,
+    identity_file: str | None = None,
+    password: str | None = None,
+    check_host_keys: HostKeyPolicy = "enforce",
+    ssh_path: str = "ssh",
+    ssh_args: Sequence[str] = (),
+    python: str | Sequence[str] = "python3",
+    compression: bool = True,
+) -> Ssh:
+    """A method that starts an interpreter on ``hostname`` with the OpenSSH client.
+
+    Key authentication runs ssh without a terminal and in batch mode, so a missing key fails at
+    once.  With ``password``, ssh runs under a pty and the password is typed at its prompt.
+    ``check_host_keys``: ``"enforce"`` refuses unknown and changed host keys, ``"accept"`` records
+    unknown keys and refuses changed ones, ``"ignore"`` checks nothing.  ``ssh_args`` are added
+    as they are (your ssh config still applies).  ``python`` is the remote interpreter.
+    """
+    if check_host_keys not in ("enforce", "accept", "ignore"):
+        raise ValueError(
+            "check_host_keys must be 'enforce', 'accept' or 'ignore', not %r" % (check_host_keys,)
+        )
+    return Ssh(
+        hostname,
+        username,
+        port,
+        identity_file,
+        password,
+        check_host_keys,
+        ssh_path,
+        tuple(ssh_args),
+        _python_argv(python, "python3"),
+        compression,
+    )
+
+
+def sudo(
+    username: str = "root",
+    *,
+    password: str | None = None,
+    sudo_path: str = "sudo",
+    sudo_args: Sequence[str] = (),
+    python: str | Sequence[str] | None = None,
+) -> Sudo:
+    """A method that starts an interpreter as ``username`` through sudo.
+
+    sudo is told to print a fixed prompt, answered with ``password`` on a pty, so a translated or
+    customised prompt does not matter.  A wrong or missing password raises
+    :class:`~trimitogen.PasswordError` as soon as sudo says so.  ``python`` defaults to the
+    system's ``/usr/bin/python3``, which every user can run.
+    """
+    return Sudo(
+        username, password, sudo_path, tuple(sudo_args), _python_argv(python, SYSTEM_PYTHON)
+    )
+
+
+def su(
+    username: str = "root",
+    *,
+    password: str | None = None,
+    su_path: str = "su",
+    python: str | Sequence[str] | None = None,
+) -> Su:
+    """A method that starts an interpreter as ``username`` through su, on a pty.
+
+    ``python`` defaults to the system's ``/usr/bin/python3``.
+    """
+    return Su(username, password, su_path, _python_argv(python, SYSTEM_PYTHON))

@@ -1,0 +1,235 @@
+"""How to start each kind of child, and the conversation on its terminal while it starts.
+
+Both the master and intermediate contexts start children, so everything here is plain data and
+pure functions: :func:`build_plan` turns a method spec (a dict, so it can travel in a message)
+into the argv and terminal needs of the process, and :class:`PromptDialog` reads what the process
+prints on its terminal (or stderr) during start-up and decides what to answer or how it failed.
+Neither touches a file descriptor.
+"""
+
+from __future__ import annotations
+
+from .bootstrap import stage1_command
+from .errors import ConnectError, HostKeyError, PasswordError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple
+
+#: The prompt sudo is told to print, so a translated or customised prompt cannot confuse us.
+SUDO_PROMPT = "trimitogen-sudo-password:"
+
+#: Host-key policies of the ssh method, and the OpenSSH options that implement them.
+HOST_KEY_OPTIONS = {
+    "enforce": ["-o", "StrictHostKeyChecking=yes"],
+    "accept": ["-o", "StrictHostKeyChecking=accept-new"],
+    "ignore": [
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ],
+}
+
+
+def _shell_quote(word: str) -> str:
+    if word and all(c.isalnum() or c in "@%+=:,./-_" for c in word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
+def python_command(python: Any) -> List[str]:
+    """The argv that runs stage 1 with ``python`` (a path, or an argv prefix)."""
+    prefix = [python] if isinstance(python, str) else list(python)
+    return prefix + ["-c", stage1_command()]
+
+
+class Plan:
+    """What to run for one method: the argv, whether it needs a terminal, and its dialog."""
+
+    def __init__(
+        self,
+        argv: List[str],
+        use_pty: bool,
+        dialog: "PromptDialog",
+        env: Optional[Dict[str, str]] = None,
+    ) -> None:
+        self.argv = argv
+        self.use_pty = use_pty
+        self.dialog = dialog
+        self.env = env or {}
+
+
+def build_plan(spec: Dict[str, Any]) -> Plan:
+    """The :class:`Plan` for a method spec, as produced by the master's method objects."""
+    kind = spec["kind"]
+    if kind == "local":
+        return Plan(python_command(spec["python"]), False, PromptDialog(kind, None))
+    if kind == "sudo":
+        argv = [spec["sudo_path"], "-u", spec["username"], "-H", "-p", SUDO_PROMPT]
+        argv += list(spec["sudo_args"]) + python_command(spec["python"])
+        return Plan(argv, True, sudo_dialog(spec["username"], spec["password"]), {"LC_ALL": "C"})
+    if kind == "su":
+        command = " ".join(_shell_quote(w) for w in python_command(spec["python"]))
+        argv = [spec["su_path"], spec["username"], "-c", command]
+        return Plan(argv, True, su_dialog(spec["username"], spec["password"]), {"LC_ALL": "C"})
+    if kind == "ssh":
+        return _ssh_plan(spec)
+    raise ValueError("unknown connection method %r" % (kind,))
+
+
+def _ssh_plan(spec: Dict[str, Any]) -> Plan:
+    password = spec["password"]
+    argv = [spec["ssh_path"]]
+    if password is None:
+        # Nobody can answer a prompt: fail at once instead of hanging on one.
+        argv += ["-o", "BatchMode=yes"]
+    else:
+        argv += ["-o", "NumberOfPasswordPrompts=1", "-o", "PreferredAuthentications=password"]
+    argv += HOST_KEY_OPTIONS[spec["check_host_keys"]]
+    if spec["compression"]:
+        argv.append("-C")
+    if spec["port"] is not None:
+        argv += ["-p", str(spec["port"])]
+    if spec["identity_file"] is not None:
+        argv += ["-i", spec["identity_file"], "-o", "IdentitiesOnly=yes"]
+    if spec["username"] is not None:
+        argv += ["-l", spec["username"]]
+    argv += list(spec["ssh_args"])
+    argv += ["--", spec["hostname"]]
+    # The remote side joins the command's words with spaces and gives them to a shell.
+    argv.append(" ".join(_shell_quote(w) for w in python_command(spec["python"])))
+    target = (
+        spec["hostname"]
+        if spec["username"] is None
+        else "%s@%s"
+        % (
+            spec["username"],
+            spec["hostname"],
+        )
+    )
+    return Plan(argv, password is not None, ssh_dialog(target, password))
+
+
+Rule = "Tuple[bytes, Type[ConnectError], str]"
+
+
+class PromptDialog:
+    """Reads a starting child's terminal output; says what to type and when it has failed.
+
+    ``prompts`` are byte strings (compared case-insensitively) that ask for the password;
+    ``failures`` map byte strings to the error they mean.  Feed output with
+    :meth:`receive_data`; it returns bytes to write to the terminal (possibly empty) and sets
+    :attr:`error` once the output shows the start-up failed.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        password: Optional[str],
+        prompts: Tuple[bytes, ...] = (),
+        failures: Tuple[Tuple[bytes, Any, str], ...] = (),
+    ) -> None:
+        self.what = what
+        self.password = password
+        self.prompts = tuple(p.lower() for p in prompts)
+        self.failures = tuple((p.lower(), cls, text) for p, cls, text in failures)
+        self.error: Optional[ConnectError] = None
+        self.passwords_sent = 0
+        self._pending = b""
+
+    def receive_data(self, data: bytes) -> bytes:
+        if self.error is not None:
+            return b""
+        self._pending = (self._pending + data)[-4096:]
+        lowered = self._pending.lower()
+        for pattern, cls, text in self.failures:
+            if pattern in lowered:
+                self.error = cls("%s: %s" % (self.what, text))
+                return b""
+        for prompt in self.prompts:
+            at = lowered.find(prompt)
+            if at == -1:
+                continue
+            self._pending = self._pending[at + len(prompt) :]
+            if self.password is None:
+                self.error = PasswordError(
+                    "%s: asked for a password, but none was given (pass password=...)" % self.what
+                )
+                return b""
+            if self.passwords_sent:
+                self.error = PasswordError("%s: the password was refused" % self.what)
+                return b""
+            self.passwords_sent += 1
+            return self.password.encode("utf-8") + b"\n"
+        return b""
+
+
+def ssh_dialog(target: str, password: Optional[str]) -> PromptDialog:
+    what = "ssh to %s" % target
+    return PromptDialog(
+        what,
+        password,
+        prompts=(b"password:",),
+        failures=(
+            (b"host key verification failed", HostKeyError, "the host key was refused"),
+            (
+                b"remote host identification has changed",
+                HostKeyError,
+                "the host key has CHANGED since it was recorded (possible impersonation); "
+                "check known_hosts",
+            ),
+            (
+                b"continue connecting (yes/no",
+                HostKeyError,
+                "the host key is unknown; add it to known_hosts or use check_host_keys='accept'",
+            ),
+            (b"permission denied", PasswordError, "authentication was refused (permission denied)"),
+            (
+                b"enter passphrase for key",
+                PasswordError,
+                "the identity file is protected by a passphrase, which cannot be given here",
+            ),
+            (b"connection refused", ConnectError, "the connection was refused"),
+            (b"could not resolve hostname", ConnectError, "the host name could not be resolved"),
+            (b"no route to host", ConnectError, "there is no route to the host"),
+            (b"connection timed out", ConnectError, "the connection timed out"),
+            (b"network is unreachable", ConnectError, "the network is unreachable"),
+        ),
+    )
+
+
+def sudo_dialog(username: str, password: Optional[str]) -> PromptDialog:
+    what = "sudo to %s" % username
+    return PromptDialog(
+        what,
+        password,
+        prompts=(SUDO_PROMPT.encode(),),
+        failures=(
+            (b"sorry, try again", PasswordError, "the password was refused"),
+            (b"incorrect password attempt", PasswordError, "the password was refused"),
+            (b"a password is required", PasswordError, "a password is required"),
+            (
+                b"is not in the sudoers file",
+                ConnectError,
+                "this user may not use sudo (not in the sudoers file)",
+            ),
+            (b"is not allowed to execute", ConnectError, "sudo does not allow this command"),
+            (b"unknown user", ConnectError, "there is no such user"),
+        ),
+    )
+
+
+def su_dialog(username: str, password: Optional[str]) -> PromptDialog:
+    what = "su to %s" % username
+    return PromptDialog(
+        what,
+        password,
+        prompts=(b"password:",),
+        failures=(
+            (b"authentication failure", PasswordError, "the password was refused"),
+            (b"does not exist", ConnectError, "there is no such user"),
+        ),
+    )
