@@ -19,6 +19,8 @@ from .core.errors import ChannelError, ConnectError, StreamError
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
+    HANDLE_ADD_ROUTE,
+    HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
@@ -53,6 +55,51 @@ def describe_status(returncode: int) -> str:
     return "exited with status %d" % returncode
 
 
+class Route:
+    """One context as the master sees it: its name, the connection its messages travel on, and
+    whether it still exists.
+
+    A direct child's route travels on its own :class:`Connection`; a context opened ``via=``
+    another travels on the connection of the top-level context above it.
+    """
+
+    def __init__(
+        self, conn: Connection, context_id: int, name: str, parent: Route | None = None
+    ) -> None:
+        self.conn = conn
+        self.context_id = context_id
+        self.name = name
+        self.parent = parent
+        self.logger = logging.getLogger("trimitogen.ctx." + name)
+        self.dead_reason: str | None = None
+        self.gone = trio.Event()
+        self.pid: int | None = None
+        self.magic = b""
+        self.module_policy = ModulePolicy()
+        self.modules_sent: set[str] = set()
+        self.import_stats = ImportStats()
+
+    def __repr__(self) -> str:
+        return "Route(%r, id=%d)" % (self.name, self.context_id)
+
+    def is_below(self, context_id: int) -> bool:
+        """True if the context ``context_id`` is an ancestor of this one."""
+        parent = self.parent
+        while parent is not None:
+            if parent.context_id == context_id:
+                return True
+            parent = parent.parent
+        return False
+
+    def mark_dead(self, reason: str) -> None:
+        if self.dead_reason is None:
+            self.dead_reason = reason
+            self.gone.set()
+
+    def channel_error(self) -> ChannelError:
+        return ChannelError("context %r is gone: %s" % (self.name, self.dead_reason))
+
+
 class Reply:
     """Where the reader puts the answer to one request, waking the one task that waits for it.
 
@@ -60,9 +107,10 @@ class Reply:
     directly.
     """
 
-    __slots__ = ("done", "error", "msg", "task")
+    __slots__ = ("done", "error", "msg", "target", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, target: int) -> None:
+        self.target = target  # the context expected to answer
         self.msg: Message | None = None
         self.error: BaseException | None = None
         self.task: trio.lowlevel.Task | None = None
@@ -116,8 +164,10 @@ class Connection:
         self.stderr = stderr
         self.decoder = FrameDecoder(max_message_size)
         self.bootstrap = BootstrapParser()
-        self.logger = logging.getLogger("trimitogen.ctx." + name)
-        self.allowed_origins = {context_id}
+        self.route = Route(self, context_id, name)
+        self.logger = self.route.logger
+        #: Every context reachable through this connection; messages from others are dropped.
+        self.routes = {context_id: self.route}
         self.pending: dict[int, Reply] = {}
         self._next_handle = FIRST_REPLY_HANDLE
         self._outq: collections.deque[list[Any]] = collections.deque()
@@ -130,13 +180,8 @@ class Connection:
         self.reader_done = trio.Event()
         self.dead_reason: str | None = None
         self.shutting_down = False
-        self.remote_pid: int | None = None
         self.remote_hexversion: int | None = None
-        self.remote_magic = b""
         self.responder: ModuleResponder | None = None
-        self.module_policy = ModulePolicy()
-        self.modules_sent: set[str] = set()
-        self.import_stats = ImportStats()
         self.on_message: Callable[[Message], None] | None = None
         self.dialog: PromptDialog | None = None
         self.connect_error: ConnectError | None = None
@@ -145,14 +190,14 @@ class Connection:
         return "Connection(%r)" % (self.name,)
 
     # -- requests ----------------------------------------------------------------------------
-    def new_reply(self) -> tuple[int, Reply]:
+    def new_reply(self, target: int) -> tuple[int, Reply]:
         handle = self._next_handle
         self._next_handle += 1
-        reply = self.pending[handle] = Reply()
+        reply = self.pending[handle] = Reply(target)
         return handle, reply
 
     def channel_error(self) -> ChannelError:
-        return ChannelError("context %r is gone: %s" % (self.name, self.dead_reason))
+        return self.route.channel_error()
 
     # -- writing -----------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -259,14 +304,14 @@ class Connection:
                 await trio.lowlevel.checkpoint()
 
     def _dispatch(self, msg: Message) -> None:
-        if msg.src not in self.allowed_origins or msg.dst != MASTER_ID:
+        if msg.src not in self.routes or msg.dst != MASTER_ID:
             self.logger.warning(
                 "dropped a message claiming to come from context %d for %d: the connection to %r "
                 "only carries messages from %s to the master",
                 msg.src,
                 msg.dst,
                 self.name,
-                sorted(self.allowed_origins),
+                sorted(self.routes),
             )
             return
         handle = msg.handle
@@ -278,6 +323,10 @@ class Connection:
             self._on_log(msg)
         elif handle == HANDLE_GET_MODULE:
             self._on_get_module(msg)
+        elif handle == HANDLE_DEL_ROUTE:
+            self._on_del_route(msg)
+        elif handle == HANDLE_ADD_ROUTE:
+            pass  # the master learns routes from its own spawn requests
         elif handle == HANDLE_READY:
             self._on_ready(msg)
         elif self.on_message is not None:
@@ -285,12 +334,51 @@ class Connection:
         else:
             self.logger.debug("dropped %r: nothing waits on handle %d", msg, handle)
 
+    def _on_del_route(self, msg: Message) -> None:
+        try:
+            ids, reason = msg.unpickle()
+            ids = [int(i) for i in ids]
+            reason = str(reason)
+        except (StreamError, TypeError, ValueError) as exc:
+            self.logger.warning("malformed route removal: %s", exc)
+            return
+        for context_id in ids:
+            route = self.routes.get(context_id)
+            # Only an ancestor of a context may report it gone.
+            if route is None or not route.is_below(msg.src):
+                continue
+            self.forget(route, reason)
+
+    def forget(self, route: Route, reason: str) -> None:
+        """``route`` and everything below it are gone: fail the requests waiting on them."""
+        doomed = [r for r in self.routes.values() if r is route or r.is_below(route.context_id)]
+        for dead in doomed:
+            self.routes.pop(dead.context_id, None)
+            dead.mark_dead(
+                reason
+                if dead is route
+                else "the context %r above it is gone: %s" % (route.name, reason)
+            )
+        ids = {dead.context_id for dead in doomed}
+        for handle, reply in list(self.pending.items()):
+            if reply.target in ids:
+                del self.pending[handle]
+                reply.error = self.routes_error(reply.target, doomed)
+                reply.set()
+
+    @staticmethod
+    def routes_error(target: int, doomed: list[Route]) -> ChannelError:
+        for route in doomed:
+            if route.context_id == target:
+                return route.channel_error()
+        return ChannelError("context %d is gone" % target)
+
     def _on_ready(self, msg: Message) -> None:
         try:
             pid, hexversion, *rest = msg.unpickle()
-            self.remote_pid = int(pid)
+            self.route.pid = int(pid)
             self.remote_hexversion = int(hexversion)
-            self.remote_magic = bytes(rest[0]) if rest else b""
+            self.route.magic = bytes(rest[0]) if rest else b""
         except (StreamError, TypeError, ValueError) as exc:
             self.logger.warning("malformed READY message: %s", exc)
             return
@@ -305,19 +393,20 @@ class Connection:
         except (StreamError, TypeError) as exc:
             self.logger.warning("malformed module request: %s", exc)
             return
+        route = self.routes[msg.src]
         if self.responder is None:
             records: list[Any] = [(name, False, "", False, b"", b"", "no module responder")]
             seconds = 0.0
         else:
             records, seconds = self.responder.answer(
                 name,
-                self.module_policy,
-                self.modules_sent,
-                with_code=self.remote_magic == importlib.util.MAGIC_NUMBER,
+                route.module_policy,
+                route.modules_sent,
+                with_code=route.magic == importlib.util.MAGIC_NUMBER,
             )
         body = dumps_body(records)
-        stats = self.import_stats
-        self.import_stats = ImportStats(
+        stats = route.import_stats
+        route.import_stats = ImportStats(
             requests=stats.requests + 1,
             modules_sent=stats.modules_sent + sum(1 for r in records if r[1]),
             bytes_sent=stats.bytes_sent + len(body),
@@ -338,10 +427,11 @@ class Connection:
         except (StreamError, TypeError, ValueError) as exc:
             self.logger.warning("malformed log message: %s", exc)
             return
+        logger = self.routes[msg.src].logger
         if kind == "log":
-            target = self.logger if name == "root" else self.logger.getChild(name)
+            target = logger if name == "root" else logger.getChild(name)
         else:
-            target = self.logger.getChild(kind)
+            target = logger.getChild(kind)
         target.log(levelno, "%s", text)
 
     async def stderr_reader(self) -> None:
@@ -371,7 +461,8 @@ class Connection:
 
     def _converse(self, data: bytes) -> None:
         """Answer a start-up prompt, or record why start-up failed."""
-        assert self.dialog is not None and self.stderr is not None
+        assert self.dialog is not None
+        assert self.stderr is not None
         answer = self.dialog.receive_data(data)
         if answer:
             try:
@@ -414,11 +505,18 @@ class Connection:
             reason = "%s (%s)" % (SHUT_DOWN, reason)
         self.dead_reason = reason
         self.settled.set()
+        for route in list(self.routes.values()):
+            route.mark_dead(
+                reason
+                if route is self.route
+                else "the context %r above it is gone: %s" % (self.name, reason)
+            )
         self._outq.clear()
         self._writer_lot.unpark_all()
         pending, self.pending = self.pending, {}
         for reply in pending.values():
-            reply.error = self.channel_error()
+            target = self.routes.get(reply.target, self.route)
+            reply.error = target.channel_error()
             reply.set()
 
     def close_fds(self) -> None:

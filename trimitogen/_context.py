@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import logging
 import sys
@@ -11,7 +12,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import trio
 
-from ._connection import SHUT_DOWN, Connection
+from ._connection import SHUT_DOWN, Connection, Route
 from ._funcref import function_reference
 from ._payload import config_payload, runtime_payload
 from ._responder import ImportStats, ModulePolicy, ModuleResponder, module_names
@@ -26,7 +27,9 @@ from .core.errors import (
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HANDLE_CALL,
+    HANDLE_KILL,
     HANDLE_SHUTDOWN,
+    HANDLE_SPAWN,
     MASTER_ID,
     Message,
     dumps_body,
@@ -61,6 +64,8 @@ class Method(Protocol):
 
     def describe(self) -> str: ...
 
+    def spec(self) -> dict[str, Any]: ...
+
     async def start(self, name: str, context_id: int) -> Connection: ...
 
 
@@ -71,8 +76,9 @@ class Context:
     a time in the order they arrive.
     """
 
-    def __init__(self, conn: Connection, via: Context | None) -> None:
-        self._conn = conn
+    def __init__(self, route: Route, via: Context | None) -> None:
+        self._route = route
+        self._conn = route.conn
         self.via = via
 
     def __repr__(self) -> str:
@@ -81,22 +87,26 @@ class Context:
     @property
     def name(self) -> str:
         """The context's name, used in log names and error messages."""
-        return self._conn.name
+        return self._route.name
 
     @property
     def context_id(self) -> int:
         """The context's id in routing (the master is 0)."""
-        return self._conn.context_id
+        return self._route.context_id
 
     @property
     def import_stats(self) -> ImportStats:
-        """Module traffic so far: requests served, modules and bytes sent, time spent."""
-        return self._conn.import_stats
+        """Module requests that reached the master from this context, and what they cost.
+
+        A context opened ``via=`` another is usually served by that intermediate's cache, so
+        its requests show in the intermediate's figures instead.
+        """
+        return self._route.import_stats
 
     @property
     def pid(self) -> int | None:
         """The child's process id, as the child reported it."""
-        return self._conn.remote_pid
+        return self._route.pid
 
     def _request(self, fn: Callable[..., Any], args: Any, kwargs: Any, reply_to: int) -> Message:
         try:
@@ -133,10 +143,11 @@ class Context:
         if the child died or disconnected first.  Cancelling the caller abandons the reply at
         once; the child finishes the call on its own.
         """
+        route = self._route
+        if route.dead_reason is not None:
+            raise route.channel_error()
         conn = self._conn
-        if conn.dead_reason is not None:
-            raise conn.channel_error()
-        handle, reply = conn.new_reply()
+        handle, reply = conn.new_reply(route.context_id)
         try:
             conn.send(self._request(fn, args, kwargs, handle))
             await reply.wait()
@@ -171,8 +182,9 @@ class Context:
     ) -> None:
         """Send a call without waiting for it; an exception it raises is logged by the child."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        conn = self._conn
-        conn.send(self._request(fn, args, kwargs, 0))
+        if self._route.dead_reason is not None:
+            raise self._route.channel_error()
+        self._conn.send(self._request(fn, args, kwargs, 0))
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def shutdown(self) -> None:
@@ -181,7 +193,29 @@ class Context:
         Leaving the :func:`open_context` block does this too.
         """
         with trio.CancelScope(shield=True):
-            await _stop(self._conn)
+            if self._route is self._conn.route:
+                await _stop(self._conn)
+            else:
+                await _stop_via(self._route)
+
+
+async def _stop_via(route: Route) -> None:
+    """Ask a context below an intermediate to exit, then have the intermediate kill it."""
+    conn = route.conn
+    for handle, dst, body in (
+        (HANDLE_SHUTDOWN, route.context_id, b""),
+        (HANDLE_KILL, route.parent.context_id if route.parent else MASTER_ID, None),
+    ):
+        if route.dead_reason is not None:
+            break
+        try:
+            data = dumps_body(route.context_id) if body is None else body
+            conn.send(Message(dst, MASTER_ID, handle, 0, data))
+        except ChannelError:
+            break
+        with trio.move_on_after(SHUTDOWN_GRACE):
+            await route.gone.wait()
+    conn.forget(route, SHUT_DOWN)
 
 
 async def _stop(conn: Connection) -> None:
@@ -262,13 +296,16 @@ async def open_context(
     library, never compiled extensions).  ``deny_modules`` and ``allow_modules`` are dotted-name
     prefixes limiting what this context may receive; deny wins.
     """
-    if via is not None:
-        raise ValueError("via= is not supported by this version: open contexts directly")
     context_id = next(_context_ids)
+    name = name or "%s.%d" % (method.kind, context_id)
     policy = ModulePolicy(deny=module_names(deny_modules) or (), allow=module_names(allow_modules))
-    conn = await method.start(name or "%s.%d" % (method.kind, context_id), context_id)
+    if via is not None:
+        async with _open_via(method, via, context_id, name, connect_timeout, policy) as context:
+            yield context
+        return
+    conn = await method.start(name, context_id)
     conn.responder = RESPONDER
-    conn.module_policy = policy
+    conn.route.module_policy = policy
     error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -279,17 +316,10 @@ async def open_context(
             if conn.process is not None:
                 nursery.start_soon(conn.waiter)
             try:
-                config = {
-                    "context_id": conn.context_id,
-                    "parent_id": MASTER_ID,
-                    "name": conn.name,
-                    "log_level": conn.logger.getEffectiveLevel() or logging.WARNING,
-                    "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
-                    "never_ask": NEVER_ASK,
-                }
+                config = _child_config(conn.route, MASTER_ID)
                 conn.send_parts([runtime_payload(), config_payload(config)])
                 await _await_ready(conn, method, connect_timeout)
-                yield Context(conn, via)
+                yield Context(conn.route, None)
             except BaseException as exc:
                 # Kept to re-raise outside the nursery, so it is never wrapped in a group.
                 error = exc
@@ -299,6 +329,108 @@ async def open_context(
                 nursery.cancel_scope.cancel()
     finally:
         conn.close_fds()
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error
+
+
+def _child_config(route: Route, parent_id: int) -> dict[str, Any]:
+    """The settings a new child's runtime starts with."""
+    return {
+        "context_id": route.context_id,
+        "parent_id": parent_id,
+        "name": route.name,
+        "log_level": route.logger.getEffectiveLevel() or logging.WARNING,
+        "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
+        "never_ask": NEVER_ASK,
+        "master_magic": importlib.util.MAGIC_NUMBER,
+    }
+
+
+_CONNECT_ERRORS: dict[str, type[ConnectError]] = {
+    "password": PasswordError,
+    "hostkey": HostKeyError,
+    "connect": ConnectError,
+}
+
+
+@asynccontextmanager
+async def _open_via(
+    method: Method,
+    via: Context,
+    context_id: int,
+    name: str,
+    connect_timeout: float,
+    policy: ModulePolicy,
+) -> AsyncIterator[Context]:
+    """Have the context ``via`` start the child, and route to it through ``via``'s connection."""
+    parent = via._route
+    if parent.dead_reason is not None:
+        raise parent.channel_error()
+    conn = parent.conn
+    route = Route(conn, context_id, name, parent)
+    route.module_policy = policy
+    request = {
+        "spec": method.spec(),
+        "context_id": context_id,
+        "name": name,
+        "payload": runtime_payload(),
+        "config_payload": config_payload(_child_config(route, parent.context_id)),
+        "connect_timeout": connect_timeout,
+        "deny": list(policy.deny),
+        "allow": None if policy.allow is None else list(policy.allow),
+    }
+    conn.routes[context_id] = route
+    handle, reply = conn.new_reply(parent.context_id)
+    what = "%s via %r" % (method.describe(), parent.name)
+    error: BaseException | None = None
+    started = False
+    try:
+        conn.send(Message(parent.context_id, MASTER_ID, HANDLE_SPAWN, handle, dumps_body(request)))
+        # The intermediate enforces connect_timeout itself; the margin covers the round trip.
+        with trio.move_on_after(connect_timeout + SHUTDOWN_GRACE):
+            await reply.wait()
+        if reply.error is not None:
+            raise ConnectError(
+                "%s: could not start context %r: %s" % (what, name, reply.error)
+            ) from None
+        if reply.msg is None:
+            raise ConnectError(
+                "%s: could not start context %r: %r did not answer within %gs"
+                % (what, name, parent.name, connect_timeout + SHUTDOWN_GRACE)
+            )
+        answer = reply.msg.unpickle()
+        if answer[0] is not True:
+            _ok, kind, message, tail = answer
+            raise _CONNECT_ERRORS.get(kind, ConnectError)(
+                "%s (started by %r); last output:\n%s"
+                % (message, parent.name, tail or "(it printed nothing)")
+            )
+        route.pid = int(answer[1])
+        route.magic = bytes(answer[3])
+        started = True
+        yield Context(route, via)
+    except BaseException as exc:
+        error = exc
+    finally:
+        conn.pending.pop(handle, None)
+        if started:
+            with trio.CancelScope(shield=True):
+                await _stop_via(route)
+        else:
+            if reply.msg is None and parent.dead_reason is None:
+                # No answer: the intermediate may still be starting it.  Make sure it stops.
+                try:
+                    conn.send(
+                        Message(
+                            parent.context_id, MASTER_ID, HANDLE_KILL, 0, dumps_body(context_id)
+                        )
+                    )
+                except ChannelError:
+                    pass
+            conn.forget(route, "it did not start")
     if error is not None:
         try:
             raise error

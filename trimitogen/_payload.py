@@ -10,7 +10,7 @@ from .core.bootstrap import length_prefixed
 from .core.minify import minimize_source
 from .core.protocol import dumps
 
-#: The runtime modules a child needs, in an order where each one's imports come first.
+#: The runtime modules every child runs at start-up, in an order where imports come first.
 RUNTIME_MODULES = (
     "trimitogen.core.errors",
     "trimitogen.core.side",
@@ -20,9 +20,36 @@ RUNTIME_MODULES = (
     "trimitogen.core.child",
 )
 
+#: Modules shipped with the runtime but compiled only when first imported: what a context needs
+#: to start children of its own (most contexts never do).
+LAZY_MODULES = (
+    "trimitogen.core.bootstrap",
+    "trimitogen.core.connect",
+    "trimitogen.core.parent",
+)
+
 _LOADER = """\
 import sys
 M = type(sys)
+
+
+class LazyRuntime:
+    def find_spec(self, name, path=None, target=None):
+        if name in LAZY:
+            from importlib.machinery import ModuleSpec
+            return ModuleSpec(name, self, origin="<%s>" % name)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__package__ = "trimitogen.core"
+        source = LAZY.pop(module.__name__)
+        exec(compile(source, "<%s>" % module.__name__, "exec"), module.__dict__)
+
+
+sys.meta_path.insert(0, LazyRuntime())
 for name in ("trimitogen", "trimitogen.core"):
     pkg = M(name)
     pkg.__path__ = []
@@ -43,13 +70,16 @@ sys.modules["trimitogen.core.child"].main(read_exact)
 @functools.cache
 def runtime_source() -> str:
     """Source of the second stage: every runtime module, then the loader that installs them."""
-    sources = []
-    for name in RUNTIME_MODULES:
-        module = importlib.import_module(name)
-        assert module.__file__ is not None
-        with open(module.__file__, encoding="utf-8") as f:
-            sources.append((name, minimize_source(f.read())))
-    return "SOURCES = %r\n%s" % (sources, _LOADER)
+    sources = [(name, _minimized(name)) for name in RUNTIME_MODULES]
+    lazy = {name: _minimized(name) for name in LAZY_MODULES}
+    return "SOURCES = %r\nLAZY = %r\n%s" % (sources, lazy, _LOADER)
+
+
+def _minimized(name: str) -> str:
+    module = importlib.import_module(name)
+    assert module.__file__ is not None
+    with open(module.__file__, encoding="utf-8") as f:
+        return minimize_source(f.read())
 
 
 @functools.cache

@@ -17,22 +17,30 @@ import _thread
 import os
 import select
 import sys
+import time
 
 from .errors import ChannelError, LatchError, StreamError
-from .importer import Importer
+from .importer import Importer, ModuleForwarder
 from .latch import Latch
 from .protocol import (
+    FLAG_DEAD,
+    HANDLE_ADD_ROUTE,
     HANDLE_CALL,
+    HANDLE_DEL_ROUTE,
+    HANDLE_GET_MODULE,
+    HANDLE_KILL,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
     HANDLE_READY,
     HANDLE_SHUTDOWN,
+    HANDLE_SPAWN,
+    MASTER_ID,
     FrameDecoder,
     Message,
     dumps,
     dumps_body,
 )
-from .side import Side
+from .side import Side, set_nonblocking, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,6 +71,10 @@ class IoLogger:
 
     def __repr__(self) -> str:
         return "IoLogger(%s)" % (self.kind,)
+
+    def on_readable_callback(self) -> None:
+        if not self.on_readable():
+            self.context.remove_reader(self.side.fileno())
 
     def on_readable(self) -> bool:
         """Forward what is readable now; False once the pipe has no writers left."""
@@ -156,30 +168,24 @@ class ExternalContext:
             self.send, self.context_id, self.parent_id, frozenset(config.get("never_ask", ()))
         )
         self.disconnected = False
+        self._poller = select.poll()
+        self._readers: Dict[int, Callable[[], None]] = {}
+        self._timers: List[Tuple[float, Callable[[], None]]] = []
+        self._wake_r, self._wake_w = os.pipe()
+        set_nonblocking(self._wake_r)
+        self._io_finished = False
+        #: Direct children, and the route to every context below this one.
+        self.children: Dict[int, Any] = {}
+        self.routes: Dict[int, Any] = {}
+        self.forwarder = ModuleForwarder(self._request_module, config.get("master_magic", b""))
 
     # Sending -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
         """Write one frame to the parent; any thread may call this."""
-        parts = [part for part in msg.frame_parts() if len(part)]
-        fd = self.tx.fileno()
         with self._wlock:
-            while parts:
-                try:
-                    n = self.tx.writev(parts)
-                except BlockingIOError:
-                    select.select([], [fd], [])
-                    continue
-                if n is None:
-                    self.disconnected = True
-                    raise ChannelError("the parent of context %r disconnected" % (self.name,))
-                while n:
-                    first = parts[0]
-                    if n >= len(first):
-                        n -= len(first)
-                        parts.pop(0)
-                    else:
-                        parts[0] = memoryview(first)[n:]
-                        n = 0
+            if not write_parts_blocking(self.tx, msg.frame_parts()):
+                self.disconnected = True
+                raise ChannelError("the parent of context %r disconnected" % (self.name,))
 
     def send_log(self, kind: str, name: str, levelno: int, text: str) -> None:
         if self.disconnected:
@@ -217,34 +223,66 @@ class ExternalContext:
             finally:
                 os._exit(70)
 
+    # Readiness callbacks and timers of the I/O thread's loop; only that thread calls these.
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self._readers[fd] = callback
+        self._poller.register(fd, _POLLIN)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._poller.unregister(fd)
+
+    def add_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        self._timers.append((time.monotonic() + delay, callback))
+
+    def wake(self) -> None:
+        """Make the I/O loop run its wake-up work soon; any thread may call this."""
+        os.write(self._wake_w, b"x")
+
+    def _on_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        for child in list(self.children.values()):
+            child.on_wake()
+
     def _io_loop_inner(self) -> None:
-        poller = select.poll()
-        poller.register(self.rx.fileno(), _POLLIN)
-        by_fd: Dict[int, IoLogger] = {}
+        self.add_reader(self.rx.fileno(), self._on_parent_readable)
         for logger in self.loggers:
-            by_fd[logger.side.fileno()] = logger
-            poller.register(logger.side.fileno(), _POLLIN)
-        poller.register(self._main_done_r, _POLLIN)
-        rx_fd = self.rx.fileno()
+            self.add_reader(logger.side.fileno(), logger.on_readable_callback)
+        self.add_reader(self._main_done_r, self._on_main_done)
+        self.add_reader(self._wake_r, self._on_wake)
         stopping = False
-        while True:
-            for fd, _event in poller.poll():
-                if fd == rx_fd:
-                    if not self._on_receive():
-                        self._on_parent_lost()
-                        return
-                elif fd == self._main_done_r:
-                    for logger in self.loggers:
-                        logger.drain()
-                    self._io_done.release()
+        while not self._io_finished:
+            timeout = None
+            if self._timers:
+                self._timers.sort(key=lambda entry: entry[0])
+                timeout = max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1)
+            for fd, _event in self._poller.poll(timeout):
+                callback = self._readers.get(fd)
+                if callback is not None:
+                    callback()
+                if self._io_finished:
                     return
-                else:
-                    logger = by_fd[fd]
-                    if not logger.on_readable():
-                        poller.unregister(fd)
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                self._timers.pop(0)[1]()
             if self.calls.closed and not stopping:
                 stopping = True
+                self._stop_children()
                 self._start_watchdog()
+
+    def _on_parent_readable(self) -> None:
+        if not self._on_receive():
+            self._on_parent_lost()
+            self._io_finished = True
+
+    def _on_main_done(self) -> None:
+        for logger in self.loggers:
+            logger.drain()
+        self._io_done.release()
+        self._io_finished = True
 
     def _on_receive(self) -> bool:
         """Read and dispatch what arrived; False once the parent disconnected."""
@@ -267,14 +305,11 @@ class ExternalContext:
         return True
 
     def _dispatch(self, msg: Message) -> None:
-        if msg.src != self.parent_id or msg.dst != self.context_id:
-            self.send_log(
-                "log",
-                "trimitogen.child",
-                30,
-                "dropped a message for %d claiming origin %d: only the parent (%d) may send here"
-                % (msg.dst, msg.src, self.parent_id),
-            )
+        """A message from the parent: for this context, or to be routed to one below it."""
+        if msg.dst != self.context_id:
+            child = self.routes.get(msg.dst)
+            if child is None or not child.send(msg):
+                self._bounce(msg, "there is no route to context %d: it is gone" % msg.dst)
         elif msg.handle == HANDLE_CALL:
             try:
                 self.calls.put(msg)
@@ -282,11 +317,20 @@ class ExternalContext:
                 pass  # shutting down: the call is not run
         elif msg.handle == HANDLE_LOAD_MODULE:
             try:
-                self.importer.on_load_module(msg.unpickle())
+                records = msg.unpickle()
+                self.importer.on_load_module(records)
+                for child, answer in self.forwarder.on_load_module(records):
+                    self._send_records(child, answer)
             except (StreamError, TypeError, ValueError, IndexError) as exc:
                 self.send_log("log", "trimitogen.importer", 40, "bad module records: %s" % exc)
         elif msg.handle == HANDLE_SHUTDOWN:
             self.calls.close()
+        elif msg.handle == HANDLE_SPAWN:
+            self._spawn_child(msg)
+        elif msg.handle == HANDLE_KILL:
+            child = self.children.get(msg.unpickle())
+            if child is not None:
+                child.kill()
         else:
             self.send_log(
                 "log",
@@ -294,6 +338,132 @@ class ExternalContext:
                 30,
                 "dropped a message for unknown handle %d" % msg.handle,
             )
+
+    # Routing for contexts below this one -------------------------------------------------------
+    def log(self, levelno: int, text: str) -> None:
+        self.send_log("log", "trimitogen.child", levelno, text)
+
+    def reply(self, dst: int, handle: int, value: Any) -> None:
+        if handle:
+            try:
+                self.send(Message(dst, self.context_id, handle, 0, dumps(value)))
+            except ChannelError:
+                pass
+
+    def _bounce(self, msg: Message, reason: str) -> None:
+        """Tell the sender that ``msg`` could not be delivered (if it wants an answer)."""
+        if msg.reply_to:
+            try:
+                self.send(
+                    Message(msg.src, self.context_id, msg.reply_to, 0, reason.encode(), FLAG_DEAD)
+                )
+            except ChannelError:
+                pass
+
+    def forward_log(self, src: int, kind: str, text: str) -> None:
+        """Send a line a child printed before its runtime took over, as that child's output."""
+        if not self.disconnected:
+            data = dumps((kind, kind, 20, text))
+            try:
+                self.send(Message(MASTER_ID, src, HANDLE_LOG, 0, data))
+            except ChannelError:
+                pass
+
+    def _spawn_child(self, msg: Message) -> None:
+        from .parent import Downstream
+
+        request = msg.unpickle()
+        try:
+            child = Downstream(self, request, msg.src, msg.reply_to)
+        except Exception as exc:
+            self.reply(msg.src, msg.reply_to, (False, "connect", str(exc), ""))
+            return
+        self.children[child.context_id] = child
+        self.routes[child.context_id] = child
+
+    def on_child_ready(self, child: Any) -> None:
+        self.send(Message(MASTER_ID, self.context_id, HANDLE_ADD_ROUTE, 0, dumps(child.context_id)))
+
+    def on_child_gone(self, child: Any, reason: str) -> None:
+        self.children.pop(child.context_id, None)
+        for context_id in child.ids:
+            self.routes.pop(context_id, None)
+        self.send_upward_del_route(sorted(child.ids), "context %r %s" % (child.name, reason))
+
+    def send_upward_del_route(self, ids: List[int], reason: str) -> None:
+        try:
+            self.send(
+                Message(MASTER_ID, self.context_id, HANDLE_DEL_ROUTE, 0, dumps((ids, reason)))
+            )
+        except ChannelError:
+            pass
+
+    def on_downstream_message(self, child: Any, msg: Message) -> None:
+        """A message from a child: only upward, and only from contexts behind that child."""
+        if msg.src not in child.ids:
+            self.log(
+                30,
+                "dropped a message from context %r claiming to come from context %d"
+                % (child.name, msg.src),
+            )
+            return
+        if msg.dst == self.context_id:
+            if msg.handle == HANDLE_GET_MODULE:
+                self._on_child_get_module(child, msg)
+            elif msg.handle == HANDLE_LOG:
+                self._forward_up(Message(MASTER_ID, msg.src, HANDLE_LOG, 0, msg.data))
+            else:
+                self.log(30, "dropped a message from %r for handle %d" % (child.name, msg.handle))
+            return
+        if msg.dst in self.routes:
+            # Trust flows downward: a child may not address its siblings or their children.
+            self.log(
+                30,
+                "dropped a message from context %r to context %d: children may only send upward"
+                % (child.name, msg.dst),
+            )
+            return
+        if msg.handle == HANDLE_ADD_ROUTE:
+            new_id = msg.unpickle()
+            if type(new_id) is int and new_id not in self.routes and new_id != self.context_id:
+                child.ids.add(new_id)
+                self.routes[new_id] = child
+        elif msg.handle == HANDLE_DEL_ROUTE:
+            ids, _reason = msg.unpickle()
+            for context_id in ids:
+                if context_id in child.ids and context_id != child.context_id:
+                    child.ids.discard(context_id)
+                    self.routes.pop(context_id, None)
+        self._forward_up(msg)
+
+    def _forward_up(self, msg: Message) -> None:
+        try:
+            self.send(msg)
+        except ChannelError:
+            pass
+
+    def _on_child_get_module(self, child: Any, msg: Message) -> None:
+        name = msg.unpickle()
+        if type(name) is not str:
+            return
+        answer = self.forwarder.request(child, name)
+        if answer is not None:
+            self._send_records(child, answer)
+
+    def _send_records(self, child: Any, records: List[Any]) -> None:
+        child.send(
+            Message(child.context_id, self.context_id, HANDLE_LOAD_MODULE, 0, dumps(records))
+        )
+
+    def _request_module(self, name: str) -> None:
+        try:
+            self.send(Message(self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, dumps(name)))
+        except ChannelError:
+            pass
+
+    def _stop_children(self) -> None:
+        for child in list(self.children.values()):
+            child.kill()
 
     def _on_parent_lost(self) -> None:
         # Nobody is left to hear from us: let a finishing call end the process normally, or end it

@@ -43,7 +43,7 @@ def _shell_quote(word: str) -> str:
 def python_command(python: Any) -> List[str]:
     """The argv that runs stage 1 with ``python`` (a path, or an argv prefix)."""
     prefix = [python] if isinstance(python, str) else list(python)
-    return prefix + ["-c", stage1_command()]
+    return [*prefix, "-c", stage1_command()]
 
 
 class Plan:

@@ -141,3 +141,81 @@ class Importer:
     def is_package(self, fullname: str) -> bool:
         module = sys.modules.get(fullname)
         return module is not None and hasattr(module, "__path__")
+
+
+def _matches(name: str, prefixes: Any) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def policy_refusal(name: str, deny: Any, allow: Any) -> Optional[str]:
+    """Why a context may not receive module ``name`` (dotted prefixes; deny wins), or None."""
+    if _matches(name, deny):
+        return "it is on this context's deny list"
+    if allow is not None and not _matches(name, allow):
+        return "it is not on this context's allow list"
+    return None
+
+
+class ModuleForwarder:
+    """Serves module requests of an intermediate context's children from what it received.
+
+    Every module record the intermediate gets from its parent is kept; a child's request is
+    answered from that cache when possible (with the cached modules of the same top-level package
+    the child has not had yet, as the master would) and otherwise asked upward once, however many
+    children wait for it.  Compiled code is only passed to children whose bytecode matches the
+    master's.
+    """
+
+    def __init__(self, send_up: Callable[[str], None], master_magic: bytes) -> None:
+        self._send_up = send_up
+        self.master_magic = master_magic
+        self._cache: Dict[str, Record] = {}
+        self._waiting: Dict[str, List[Any]] = {}
+
+    def on_load_module(self, records: List[Record]) -> List[Tuple[Any, List[Record]]]:
+        """Cache ``records``; return (child, records) answers now possible for waiting children."""
+        for record in records:
+            self._cache[record[0]] = record
+        answers = []
+        for record in records:
+            for child in self._waiting.pop(record[0], ()):
+                answers.append((child, self.answer(child, record[0])))
+        return answers
+
+    def request(self, child: Any, name: str) -> Optional[List[Record]]:
+        """Records answering ``child``'s request now, or None after asking upward."""
+        refusal = policy_refusal(name, child.deny_modules, child.allow_modules)
+        if refusal is not None:
+            return [(name, False, "", False, b"", b"", refusal)]
+        if name in self._cache:
+            return self.answer(child, name)
+        first = name not in self._waiting
+        self._waiting.setdefault(name, []).append(child)
+        if first:
+            self._send_up(name)
+        return None
+
+    def answer(self, child: Any, name: str) -> List[Record]:
+        top = name.partition(".")[0]
+        names = [
+            name,
+            *sorted(
+                other
+                for other, record in self._cache.items()
+                if other != name
+                and record[1]
+                and other.partition(".")[0] == top
+                and other not in child.modules_sent
+                and policy_refusal(other, child.deny_modules, child.allow_modules) is None
+            ),
+        ]
+        with_code = child.magic == self.master_magic
+        out = []
+        for other in names:
+            record = self._cache[other]
+            if not with_code and record[5]:
+                record = (*record[:5], b"", *record[6:])
+            out.append(record)
+            if record[1]:
+                child.modules_sent.add(other)
+        return out

@@ -45,6 +45,10 @@ HANDLE_LOG = 3  # child -> parent: (kind, logger_name, levelno, text)
 HANDLE_SHUTDOWN = 4  # parent -> child: no body
 HANDLE_GET_MODULE = 5  # child -> parent: the name of a module the child cannot import itself
 HANDLE_LOAD_MODULE = 6  # parent -> child: a list of module records (see core/importer.py)
+HANDLE_SPAWN = 7  # master -> intermediate: start a child (a dict, see core/parent.py)
+HANDLE_KILL = 8  # master -> intermediate: stop a child by force (its context id)
+HANDLE_ADD_ROUTE = 9  # intermediate -> master: a context now exists below (its id)
+HANDLE_DEL_ROUTE = 10  # intermediate -> master: contexts below are gone ([ids], reason)
 FIRST_REPLY_HANDLE = 1000
 
 #: Flag: the message could not be delivered; its body is the reason (a str).

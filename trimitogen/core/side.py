@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 
 from .errors import StreamError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional, Tuple, TypeVar
+    from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
     _T = TypeVar("_T")
 
@@ -109,3 +110,30 @@ class Side:
         if disconnected:
             return None
         return n
+
+
+def write_parts_blocking(side: Side, parts: List[Any]) -> bool:
+    """Write every buffer in ``parts`` to a non-blocking Side, sleeping in ``select`` when full.
+
+    For the child runtime's threads (the master writes from Trio instead).  Returns False if the
+    other end disconnected first.
+    """
+    parts = [part for part in parts if len(part)]
+    fd = side.fileno()
+    while parts:
+        try:
+            n = side.writev(parts)
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
+        if n is None:
+            return False
+        while n:
+            first = parts[0]
+            if n >= len(first):
+                n -= len(first)
+                parts.pop(0)
+            else:
+                parts[0] = memoryview(first)[n:]
+                n = 0
+    return True

@@ -1,0 +1,287 @@
+"""An intermediate context's own children: start them, finish their bootstrap, pump their stream.
+
+When the master opens a context ``via=`` another one, it sends that intermediate a spawn request;
+the intermediate starts the process itself (with a pty for prompts where the method needs one),
+answers its prompts, sends it the runtime, waits for it to report ready, and from then on routes
+frames between it and its own parent.  Everything here runs on the intermediate's I/O thread,
+driven by readiness callbacks and timers, so no wait blocks other traffic.
+"""
+
+from __future__ import annotations
+
+import _socket
+import _thread
+import os
+
+from .bootstrap import BootstrapParser
+from .connect import build_plan
+from .errors import ConnectError, HostKeyError, PasswordError
+from .protocol import HANDLE_READY, FrameDecoder, Message
+from .side import Side, write_parts_blocking
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Set
+
+#: Seconds between SIGTERM and SIGKILL when a child must be stopped.
+KILL_GRACE = 2.0
+
+#: Lines of a child's terminal or stderr output kept for error messages.
+TAIL_LINES = 20
+
+_ERROR_KINDS = {PasswordError: "password", HostKeyError: "hostkey", ConnectError: "connect"}
+
+
+def describe_status(status: int) -> str:
+    if status < 0:
+        import signal
+
+        try:
+            return "was killed by signal %s" % signal.Signals(-status).name
+        except ValueError:
+            return "was killed by signal %d" % -status
+    return "exited with status %d" % status
+
+
+class Downstream:
+    """One child of this context, from spawn to reaping."""
+
+    def __init__(self, owner: Any, request: Dict[str, Any], requester: int, reply_to: int) -> None:
+        self.owner = owner
+        self.context_id: int = request["context_id"]
+        self.name: str = request["name"]
+        self.ids: Set[int] = {self.context_id}
+        self.requester = requester
+        self.reply_to = reply_to
+        self.deny_modules = tuple(request.get("deny") or ())
+        allow = request.get("allow")
+        self.allow_modules = None if allow is None else tuple(allow)
+        self.modules_sent: Set[str] = set()
+        self.magic = b""
+        self.state = "connecting"
+        self.exit_status: Optional[int] = None
+        self.eof = False
+        self.tail: List[str] = []
+        self._partial = b""
+        self._wlock = _thread.allocate_lock()
+        self.decoder = FrameDecoder(owner.decoder.max_message_size)
+        self.bootstrap = BootstrapParser()
+        plan = build_plan(request["spec"])
+        self.dialog = plan.dialog
+        self.describe = self.dialog.what
+        self._spawn(plan, request)
+
+    def __repr__(self) -> str:
+        return "Downstream(%r, id=%d, %s)" % (self.name, self.context_id, self.state)
+
+    # -- start-up ----------------------------------------------------------------------------
+    def _spawn(self, plan: Any, request: Dict[str, Any]) -> None:
+        import subprocess
+
+        parent_sock, child_sock = _socket.socketpair()
+        if plan.use_pty:
+            import fcntl
+            import functools
+            import termios
+
+            term_r, term_w = os.openpty()
+            preexec: Any = functools.partial(fcntl.ioctl, 2, termios.TIOCSCTTY, 0)
+        else:
+            term_r, term_w = os.pipe()
+            preexec = None
+        env = dict(os.environ, **plan.env) if plan.env else None
+        try:
+            self.process = subprocess.Popen(
+                plan.argv,
+                stdin=child_sock.fileno(),
+                stdout=child_sock.fileno(),
+                stderr=term_w,
+                start_new_session=True,
+                preexec_fn=preexec,
+                env=env,
+            )
+        except OSError as exc:
+            parent_sock.close()
+            os.close(term_r)
+            raise ConnectError(
+                "%s: could not start context %r (phase: spawn): %s: %s"
+                % (self.describe, self.name, plan.argv[0], exc)
+            ) from exc
+        finally:
+            child_sock.close()
+            os.close(term_w)
+        self.pid = self.process.pid
+        self.rx = self.tx = Side(self, parent_sock.detach())
+        self.term = Side(self, term_r)
+        owner = self.owner
+        owner.add_reader(self.rx.fileno(), self.on_readable)
+        owner.add_reader(self.term.fileno(), self.on_term_readable)
+        owner.add_timer(request["connect_timeout"], self.on_connect_timeout)
+        _thread.start_new_thread(self._wait_for_exit, ())
+        self.send_parts([request["payload"], request["config_payload"]])
+
+    def _wait_for_exit(self) -> None:
+        self.exit_status = self.process.wait()
+        self.owner.wake()
+
+    def _fail_connect(self, error: ConnectError) -> None:
+        if self.state != "connecting":
+            return
+        self.state = "failed"
+        tail = "\n".join(self.bootstrap.output_lines()[-TAIL_LINES:] + self.tail[-TAIL_LINES:])
+        kind = _ERROR_KINDS.get(type(error), "connect")
+        self.owner.reply(self.requester, self.reply_to, (False, kind, str(error), tail))
+        self.kill()
+
+    def on_connect_timeout(self) -> None:
+        if self.state == "connecting":
+            phase = "bootstrap" if self.bootstrap.hexversion is not None else "spawn"
+            if phase == "spawn" and self.dialog.passwords_sent:
+                phase = "authentication"
+            self._fail_connect(
+                ConnectError(
+                    "%s: could not start context %r (phase: %s): no answer within the connect "
+                    "timeout" % (self.describe, self.name, phase)
+                )
+            )
+
+    def _on_ready(self, msg: Message) -> None:
+        pid, hexversion, *rest = msg.unpickle()
+        self.magic = bytes(rest[0]) if rest else b""
+        self.state = "ready"
+        self.owner.on_child_ready(self)
+        self.owner.reply(self.requester, self.reply_to, (True, pid, hexversion, self.magic))
+
+    # -- streams -----------------------------------------------------------------------------
+    def send_parts(self, parts: List[Any]) -> bool:
+        if self.tx.closed:
+            return False
+        with self._wlock:
+            try:
+                return write_parts_blocking(self.tx, parts)
+            except OSError:
+                return False
+
+    def send(self, msg: Message) -> bool:
+        return self.send_parts(msg.frame_parts())
+
+    def _read(self) -> bool:
+        """Read what is there into the decoder; False at end of stream."""
+        view = self.decoder.body_view()
+        if view is not None:
+            n = self.rx.readinto(view)
+            if n:
+                self.decoder.body_filled(n)
+            return bool(n)
+        data = self.rx.read()
+        if not data:
+            return False
+        if self.bootstrap.hexversion is None:
+            if not self.bootstrap.receive_data(data):
+                return True
+            data = self.bootstrap.remainder
+        if data:
+            self.decoder.receive_data(data)
+        return True
+
+    def on_readable(self) -> None:
+        try:
+            alive = self._read()
+        except BlockingIOError:
+            return
+        except Exception as exc:  # a StreamError: this child's stream can no longer be trusted
+            self.owner.log(40, "context %r broke the protocol: %s" % (self.name, exc))
+            self.kill()
+            alive = False
+        if not alive:
+            self.eof = True
+            self.owner.remove_reader(self.rx.fileno())
+            self._maybe_finish()
+            return
+        for msg in self.decoder.messages():
+            if self.state == "connecting" and msg.handle == HANDLE_READY:
+                if msg.src == self.context_id:
+                    self._on_ready(msg)
+                continue
+            self.owner.on_downstream_message(self, msg)
+
+    def on_term_readable(self) -> None:
+        try:
+            data = self.term.read()
+        except BlockingIOError:
+            return
+        if not data:
+            self.owner.remove_reader(self.term.fileno())
+            self.term.close()
+            return
+        if self.state == "connecting":
+            answer = self.dialog.receive_data(data)
+            if answer:
+                try:
+                    os.write(self.term.fileno(), answer)
+                except OSError:
+                    pass
+            if self.dialog.error is not None:
+                self._fail_connect(self.dialog.error)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-4096:]
+        for line in lines:
+            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            self.tail = ([*self.tail, text])[-TAIL_LINES:]
+            self.owner.forward_log(self.context_id, "stderr", text)
+
+    # -- the end -----------------------------------------------------------------------------
+    def kill(self) -> None:
+        if self.exit_status is None:
+            try:
+                self.process.terminate()
+            except OSError:
+                pass
+            self.owner.add_timer(KILL_GRACE, self._kill_hard)
+
+    def _kill_hard(self) -> None:
+        if self.exit_status is None:
+            try:
+                self.process.kill()
+            except OSError:
+                pass
+
+    def on_wake(self) -> None:
+        """The owner was woken: the process may have exited."""
+        if self.exit_status is not None and self.state != "gone":
+            if not self.eof:
+                # Give the stream a moment to deliver what the child wrote before it exited.
+                self.owner.add_timer(1.0, self._finish_after_exit)
+            self._maybe_finish()
+
+    def _finish_after_exit(self) -> None:
+        self.eof = True
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self.state == "gone":
+            return
+        if not self.eof:
+            return
+        if self.exit_status is None:
+            # The stream closed but the process lives on: make sure it ends.
+            self.kill()
+            return
+        reason = "its process %s" % describe_status(self.exit_status)
+        self._fail_connect(
+            ConnectError(
+                "%s: could not start context %r (phase: %s): %s"
+                % (
+                    self.describe,
+                    self.name,
+                    "bootstrap" if self.bootstrap.hexversion is not None else "spawn",
+                    reason,
+                )
+            )
+        )
+        self.state = "gone"
+        for side in (self.rx, self.term):
+            if not side.closed:
+                self.owner.remove_reader(side.fileno())
+                side.close()
+        self.owner.on_child_gone(self, reason)
