@@ -105,3 +105,8 @@ def discover_interpreters() -> dict[str, str]:
             found["system-" + os.path.basename(os.path.realpath(system))] = system
     found.setdefault("master", sys.executable)
     return found
+
+
+# The real sshd and throwaway users (tests/infra.py), available to every test module.
+from tests.infra import sshd_fixture as sshd_fixture  # noqa: E402
+from tests.infra import users_fixture as users_fixture  # noqa: E402

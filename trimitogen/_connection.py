@@ -72,6 +72,7 @@ class Route:
         self.parent = parent
         self.logger = logging.getLogger("trimitogen.ctx." + name)
         self.dead_reason: str | None = None
+        self.shutting_down = False
         self.gone = trio.Event()
         self.pid: int | None = None
         self.magic = b""
@@ -93,6 +94,8 @@ class Route:
 
     def mark_dead(self, reason: str) -> None:
         if self.dead_reason is None:
+            if self.shutting_down and reason != SHUT_DOWN:
+                reason = "%s (%s)" % (SHUT_DOWN, reason)
             self.dead_reason = reason
             self.gone.set()
 

@@ -201,6 +201,7 @@ class Context:
 
 async def _stop_via(route: Route) -> None:
     """Ask a context below an intermediate to exit, then have the intermediate kill it."""
+    route.shutting_down = True
     conn = route.conn
     for handle, dst, body in (
         (HANDLE_SHUTDOWN, route.context_id, b""),
@@ -247,6 +248,10 @@ async def _await_ready(conn: Connection, method: Method, connect_timeout: float)
         await conn.settled.wait()
     if conn.ready.is_set():
         return
+    if conn.connect_error is None and conn.stderr is not None:
+        # The process may have ended before its last words (a refused password) were read.
+        with trio.move_on_after(0.5):
+            await conn.stderr_closed.wait()
     error_class: type[ConnectError] = ConnectError
     started = conn.remote_hexversion is not None
     if conn.connect_error is not None:

@@ -76,7 +76,7 @@ class _Method:
         try:
             process = await trio.lowlevel.open_process(
                 plan.argv,
-                stdin=child_sock.fileno(),
+                stdin=err_w if plan.tty_stdin else child_sock.fileno(),
                 stdout=child_sock.fileno(),
                 stderr=err_w,
                 # Own session: a Ctrl-C meant for the master's terminal must not reach children;

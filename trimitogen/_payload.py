@@ -63,7 +63,7 @@ for name, source in SOURCES:
     exec(compile(source, mod.__file__, "exec"), mod.__dict__)
     setattr(sys.modules["trimitogen.core"], name.rpartition(".")[2], mod)
 del M, name, source, mod, pkg
-sys.modules["trimitogen.core.child"].main(read_exact)
+sys.modules["trimitogen.core.child"].main(read_exact, in_fd)
 """
 
 

@@ -2,7 +2,9 @@
 
 The master starts ``python -c STAGE1`` (see :func:`stage1_command`).  Stage 1 announces itself by
 writing the marker line ``TMG0 <hexversion>`` to fd 1, then reads from fd 0 an 8-hex-digit length
-and that many bytes of zlib-compressed Python source, and runs it.  That second stage installs the
+and that many bytes of zlib-compressed Python source, and runs it.  When fd 0 is a terminal (su
+reads its password from stdin, so stdin must be the pty), fd 1 is a socket and carries both
+directions.  That second stage installs the
 runtime modules and calls :func:`trimitogen.core.child.main`.
 
 Stage 1 reads fd 0 with ``os.read`` directly: ``sys.stdin`` is unbuffered in some environments and
@@ -22,15 +24,16 @@ MARKER = b"TMG0 "
 
 _STAGE1 = """\
 import os,sys,zlib
+i=1 if os.isatty(0) else 0
 def r(n):
  b=b""
  while len(b)<n:
-  c=os.read(0,n-len(b))
+  c=os.read(i,n-len(b))
   if not c:raise SystemExit("trimitogen: connection closed during bootstrap")
   b+=c
  return b
 os.write(1,b"TMG0 %x\\n"%sys.hexversion)
-exec(zlib.decompress(r(int(r(8),16))),{"__name__":"__trimitogen_bootstrap__","read_exact":r})
+exec(zlib.decompress(r(int(r(8),16))),{"__name__":"__trimitogen_bootstrap__","read_exact":r,"in_fd":i})
 """
 
 

@@ -388,7 +388,7 @@ class ExternalContext:
         self.children.pop(child.context_id, None)
         for context_id in child.ids:
             self.routes.pop(context_id, None)
-        self.send_upward_del_route(sorted(child.ids), "context %r %s" % (child.name, reason))
+        self.send_upward_del_route(sorted(child.ids), reason)
 
     def send_upward_del_route(self, ids: List[int], reason: str) -> None:
         try:
@@ -583,13 +583,16 @@ def _redirect_stdio(context: ExternalContext) -> None:
             reconfigure(line_buffering=True)
 
 
-def main(read_exact: Callable[[int], bytes]) -> None:
-    """Entry point called by the bootstrap once the runtime's modules are loaded."""
+def main(read_exact: Callable[[int], bytes], stage1_fd: int = 0) -> None:
+    """Entry point called by the bootstrap once the runtime's modules are loaded.
+
+    ``stage1_fd`` is the fd stage 1 read from: 0, or 1 when fd 0 is a terminal.
+    """
     from .protocol import loads
 
     config = loads(read_exact(int(read_exact(8), 16)))
-    in_fd = os.dup(0)
-    out_fd = in_fd if _same_file(0, 1) else os.dup(1)
+    in_fd = os.dup(stage1_fd)
+    out_fd = in_fd if _same_file(stage1_fd, 1) else os.dup(1)
     context = ExternalContext(config, in_fd, out_fd)
     _redirect_stdio(context)
     if "logging" in sys.modules:

@@ -55,9 +55,13 @@ class Plan:
         use_pty: bool,
         dialog: "PromptDialog",
         env: Optional[Dict[str, str]] = None,
+        tty_stdin: bool = False,
     ) -> None:
         self.argv = argv
         self.use_pty = use_pty
+        #: su reads its password from stdin (through PAM), so stdin must be the terminal too; the
+        #: child then speaks the protocol on fd 1, a socket, in both directions.
+        self.tty_stdin = tty_stdin
         self.dialog = dialog
         self.env = env or {}
 
@@ -74,7 +78,8 @@ def build_plan(spec: Dict[str, Any]) -> Plan:
     if kind == "su":
         command = " ".join(_shell_quote(w) for w in python_command(spec["python"]))
         argv = [spec["su_path"], spec["username"], "-c", command]
-        return Plan(argv, True, su_dialog(spec["username"], spec["password"]), {"LC_ALL": "C"})
+        dialog = su_dialog(spec["username"], spec["password"])
+        return Plan(argv, True, dialog, {"LC_ALL": "C"}, tty_stdin=True)
     if kind == "ssh":
         return _ssh_plan(spec)
     raise ValueError("unknown connection method %r" % (kind,))

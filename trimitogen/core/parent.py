@@ -93,7 +93,7 @@ class Downstream:
         try:
             self.process = subprocess.Popen(
                 plan.argv,
-                stdin=child_sock.fileno(),
+                stdin=term_w if plan.tty_stdin else child_sock.fileno(),
                 stdout=child_sock.fileno(),
                 stderr=term_w,
                 start_new_session=True,
@@ -268,6 +268,17 @@ class Downstream:
             self.kill()
             return
         reason = "its process %s" % describe_status(self.exit_status)
+        if self.state == "connecting" and not self.term.closed:
+            # What it printed last (such as "Authentication failure") says more than its status.
+            for _ in range(64):
+                if self.term.closed or self.state != "connecting":
+                    break
+                self.on_term_readable()
+                if not self.term.closed:
+                    import select
+
+                    if not select.select([self.term.fileno()], [], [], 0)[0]:
+                        break
         self._fail_connect(
             ConnectError(
                 "%s: could not start context %r (phase: %s): %s"
