@@ -128,6 +128,9 @@ class ModuleResponder:
 
     def __init__(self) -> None:
         self._cache: dict[str, _Module] = {}
+        #: Ship compiled code to children whose bytecode format matches (they skip compiling).
+        #: Turn off to send only source, e.g. to measure what the compiled code saves.
+        self.send_code = True
 
     def _find(self, name: str) -> _Module:
         cached = self._cache.get(name)
@@ -242,7 +245,7 @@ class ModuleResponder:
                     module.name in already_sent or policy.refusal(module.name) is not None
                 ):
                     continue
-                records.append(module.record(with_code))
+                records.append(module.record(with_code and self.send_code))
                 if module.found:
                     already_sent.add(module.name)
         return records, time.perf_counter() - started
