@@ -92,3 +92,40 @@ class Tools:
 
     def bound(self) -> None:
         """An instance method: refused when bound."""
+
+
+STATE: dict[str, Any] = {}
+
+
+def set_state(key: str, value: Any) -> None:
+    STATE[key] = value
+
+
+def get_state(key: str) -> Any:
+    return STATE.get(key)
+
+
+def random_draws(n: int) -> list[float]:
+    import random
+
+    return [random.random() for _ in range(n)]
+
+
+def is_imported(name: str) -> bool:
+    return name in sys.modules
+
+
+def child_pids() -> list[int]:
+    """Processes whose parent is this one (zombies included)."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry, "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == me:
+                found.append(int(entry))
+    return found

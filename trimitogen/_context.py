@@ -14,8 +14,10 @@ import trio
 
 from ._connection import SHUT_DOWN, Connection, Route
 from ._funcref import function_reference
+from ._methods import local
 from ._payload import config_payload, runtime_payload
 from ._responder import ImportStats, ModulePolicy, ModuleResponder, module_names
+from .core import child as child_runtime
 from .core.errors import (
     CallError,
     ChannelError,
@@ -304,6 +306,12 @@ async def open_context(
     context_id = next(_context_ids)
     name = name or "%s.%d" % (method.kind, context_id)
     policy = ModulePolicy(deny=module_names(deny_modules) or (), allow=module_names(allow_modules))
+    if method.kind == "fork":
+        if via is None:
+            via = await _fork_server()
+        preload = list(getattr(method, "preload", ()))
+        if preload:
+            await via.call(child_runtime.preload, preload)
     if via is not None:
         async with _open_via(method, via, context_id, name, connect_timeout, policy) as context:
             yield context
@@ -381,7 +389,7 @@ async def _open_via(
         "spec": method.spec(),
         "context_id": context_id,
         "name": name,
-        "payload": runtime_payload(),
+        "payload": b"" if method.kind == "fork" else runtime_payload(),
         "config_payload": config_payload(_child_config(route, parent.context_id)),
         "connect_timeout": connect_timeout,
         "deny": list(policy.deny),
@@ -389,7 +397,7 @@ async def _open_via(
     }
     conn.routes[context_id] = route
     handle, reply = conn.new_reply(parent.context_id)
-    what = "%s via %r" % (method.describe(), parent.name)
+    what = "%s of %r" % (method.describe(), parent.name)
     error: BaseException | None = None
     started = False
     try:
@@ -441,3 +449,42 @@ async def _open_via(
             raise error
         finally:
             del error
+
+
+class _ForkServer:
+    """The local context that ``fork()`` without ``via`` copies, one per Trio run."""
+
+    def __init__(self) -> None:
+        self.ready = trio.Event()
+        self.context: Context | None = None
+        self.error: BaseException | None = None
+
+
+_FORK_SERVER: trio.lowlevel.RunVar[_ForkServer] = trio.lowlevel.RunVar("trimitogen_fork_server")
+
+
+async def _fork_server() -> Context:
+    try:
+        server = _FORK_SERVER.get()
+    except LookupError:
+        server = _ForkServer()
+        _FORK_SERVER.set(server)
+        trio.lowlevel.spawn_system_task(_run_fork_server, server, name="trimitogen fork server")
+    await server.ready.wait()
+    if server.context is None:
+        raise ConnectError("the fork server could not start: %s" % (server.error,))
+    return server.context
+
+
+async def _run_fork_server(server: _ForkServer) -> None:
+    # A system task: it lives until the run ends, when Trio cancels it and the context's own
+    # shutdown stops and reaps the server.
+    try:
+        async with open_context(local(), name="fork-server") as context:
+            server.context = context
+            server.ready.set()
+            await trio.sleep_forever()
+    except Exception as exc:
+        server.error = exc
+        _FORK_SERVER.set(_ForkServer())  # let a later fork() try again
+        server.ready.set()

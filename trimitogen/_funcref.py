@@ -21,18 +21,20 @@ def function_reference(fn: Any) -> tuple[str, str]:
 
     Only callables that the child can find again by name are accepted: the name must lead back
     to this very object in its module.  Lambdas, closures, bound methods of instances and
-    callable instances are refused before anything is sent.
+    callable instances are refused before anything is sent, except a method of a module-level
+    instance that its module exports under the method's name (``random.randint``), which the
+    child finds the same way.
     """
+    if isinstance(fn, (types.MethodType, types.BuiltinFunctionType)) and not isinstance(
+        fn.__self__, (type, types.ModuleType, type(None))
+    ):
+        return _exported_method(fn)
     if isinstance(fn, types.MethodType):
-        if not isinstance(fn.__self__, type):
-            raise _refuse(fn, "it is a method bound to an instance")
         holder: Any = fn.__self__
         module = holder.__module__
         qualname = "%s.%s" % (holder.__qualname__, fn.__name__)
     elif isinstance(fn, types.BuiltinFunctionType):
         owner = fn.__self__
-        if owner is not None and not isinstance(owner, (types.ModuleType, type)):
-            raise _refuse(fn, "it is a method bound to an instance")
         module = fn.__module__ or getattr(owner, "__module__", None) or "builtins"
         if isinstance(owner, type):
             module = owner.__module__
@@ -60,6 +62,14 @@ def function_reference(fn: Any) -> tuple[str, str]:
     if not _same_callable(found, fn):
         raise _refuse(fn, "%s.%s does not lead back to it" % (module, qualname))
     return module, qualname
+
+
+def _exported_method(fn: Any) -> tuple[str, str]:
+    module = getattr(type(fn.__self__), "__module__", None)
+    exported = getattr(sys.modules.get(module or ""), fn.__name__, None)
+    if module is None or module == "__main__" or not _same_callable(exported, fn):
+        raise _refuse(fn, "it is a method bound to an instance")
+    return module, fn.__name__
 
 
 def _main_module_name(fn: Any) -> str:

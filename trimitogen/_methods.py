@@ -184,6 +184,21 @@ class Su(_Method):
         return "Su(%s)" % self.username
 
 
+@dataclass(frozen=True)
+class Fork(_Method):
+    """A copy of a running context, made by os.fork() in it.  Made by :func:`fork`."""
+
+    preload: tuple[str, ...] = ()
+
+    kind = "fork"
+
+    def describe(self) -> str:
+        return "fork"
+
+    async def start(self, name: str, context_id: int) -> Connection:
+        raise TypeError("fork() contexts are made by a parent context: see open_context")
+
+
 #: The interpreter other users can run: pyenv's live under root's home, which they cannot enter.
 SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 
@@ -269,3 +284,17 @@ def su(
     ``python`` defaults to the system's ``/usr/bin/python3``.
     """
     return Su(username, password, su_path, _python_argv(python, SYSTEM_PYTHON))
+
+
+def fork(*, preload: Sequence[str] = ()) -> Fork:
+    """A method that makes a new context as a copy of a running one.
+
+    With ``open_context(fork(), via=ctx)`` the context ``ctx`` forks itself: the copy has every
+    module ``ctx`` had imported, with its state, and is routed as a child of ``ctx``.  Without
+    ``via``, the copy is made from a fork server: a local context this library starts on first
+    use and keeps for the rest of the Trio run.  ``preload`` names modules the parent imports
+    before forking, so copies start with them ready.  The master process itself never forks.
+    """
+    if isinstance(preload, str):
+        preload = (preload,)
+    return Fork(tuple(preload))

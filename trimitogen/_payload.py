@@ -26,6 +26,7 @@ LAZY_MODULES = (
     "trimitogen.core.bootstrap",
     "trimitogen.core.connect",
     "trimitogen.core.parent",
+    "trimitogen.core.forking",
 )
 
 _LOADER = """\

@@ -78,6 +78,7 @@ class _Module:
     reason: str = ""
     related: tuple[str, ...] = ()
     search_path: tuple[str, ...] = ()
+    stamp: tuple[str, int, int] | None = None
 
     def record(self, with_code: bool) -> Record:
         code = self.code if with_code else b""
@@ -133,10 +134,38 @@ class ModuleResponder:
         self.send_code = True
 
     def _find(self, name: str) -> _Module:
+        """The module ``name`` as found now: cached while its file is the same and unchanged."""
         cached = self._cache.get(name)
-        if cached is None:
-            cached = self._cache[name] = self._load(name)
-        return cached
+        if cached is not None and cached.stamp == self._stamp(name):
+            return cached
+        module = self._load(name)
+        if module.found and module.stamp is not None:
+            self._cache[name] = module
+        else:
+            self._cache.pop(name, None)
+        return module
+
+    def _stamp(self, name: str) -> tuple[str, int, int] | None:
+        """Which file provides ``name`` and its mtime and size (None if not a plain file)."""
+        try:
+            spec = self._load_main_spec() if name == MAIN_ALIAS else self._spec(name)
+        except (ImportError, ValueError):
+            return None
+        path = None if spec is None or not spec.has_location else spec.origin
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (path, st.st_mtime_ns, st.st_size)
+
+    @staticmethod
+    def _load_main_spec() -> ModuleSpec | None:
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
+        if path is None:
+            return None
+        return importlib.util.spec_from_file_location("__main__", path)
 
     def _spec(self, name: str) -> ModuleSpec | None:
         """Find ``name`` without importing anything new into the master."""
@@ -184,6 +213,7 @@ class ModuleResponder:
             )
         module = self._from_source(name, origin, is_package, text)
         module.search_path = search_path
+        module.stamp = self._stamp(name)
         return module
 
     def _load_main(self) -> _Module:
@@ -193,7 +223,9 @@ class ModuleResponder:
             return _Module(MAIN_ALIAS, False, reason="the master's __main__ has no source file")
         with open(path, "rb") as f:
             text = importlib.util.decode_source(f.read())
-        return self._from_source(MAIN_ALIAS, path, False, text)
+        module = self._from_source(MAIN_ALIAS, path, False, text)
+        module.stamp = self._stamp(MAIN_ALIAS)
+        return module
 
     def _from_source(self, name: str, path: str, is_package: bool, text: str) -> _Module:
         origin = "master:" + path

@@ -114,7 +114,7 @@ class IoLogger:
         self.context.send_log(self.kind, self.kind, 20, text)
 
 
-class _LoggingHook:
+class LoggingHook:
     """Attaches the forwarding handler to :mod:`logging` when (and if) user code imports it.
 
     Importing ``logging`` at start-up would cost the child several milliseconds for nothing.
@@ -176,6 +176,7 @@ class ExternalContext:
         self._io_finished = False
         #: Direct children, and the route to every context below this one.
         self.children: Dict[int, Any] = {}
+        self._forked: List[Any] = []
         self.routes: Dict[int, Any] = {}
         self.forwarder = ModuleForwarder(self._request_module, config.get("master_magic", b""))
 
@@ -209,8 +210,10 @@ class ExternalContext:
                     return
                 context.send_log("log", record.name, record.levelno, text)
 
+        handler = ForwardingHandler()
+        handler.trimitogen_context = self  # so a forked copy can find and drop it
         root = logging.getLogger()
-        root.addHandler(ForwardingHandler())
+        root.addHandler(handler)
         root.setLevel(self.config["log_level"])
 
     # The I/O thread --------------------------------------------------------------------------
@@ -244,6 +247,7 @@ class ExternalContext:
             os.read(self._wake_r, 4096)
         except BlockingIOError:
             pass
+        self._adopt_forked()
         for child in list(self.children.values()):
             child.on_wake()
 
@@ -373,6 +377,13 @@ class ExternalContext:
         from .parent import Downstream
 
         request = msg.unpickle()
+        if request["spec"]["kind"] == "fork":
+            # Forking happens on the main thread, between calls (see core/forking.py).
+            try:
+                self.calls.put(msg)
+            except LatchError:
+                self.reply(msg.src, msg.reply_to, (False, "connect", "shutting down", ""))
+            return
         try:
             child = Downstream(self, request, msg.src, msg.reply_to)
         except Exception as exc:
@@ -380,6 +391,32 @@ class ExternalContext:
             return
         self.children[child.context_id] = child
         self.routes[child.context_id] = child
+
+    def adopt_forked(
+        self, request: Dict[str, Any], requester: int, reply_to: int, pid: int, sock_fd: int
+    ) -> None:
+        """From the main thread: a fork was made; the I/O thread takes its stream over."""
+        self._forked.append((request, requester, reply_to, pid, sock_fd))
+        self.wake()
+
+    def _adopt_forked(self) -> None:
+        from .parent import Downstream
+
+        while self._forked:
+            request, requester, reply_to, pid, sock_fd = self._forked.pop(0)
+            child = Downstream(self, request, requester, reply_to, forked=(pid, sock_fd))
+            self.children[child.context_id] = child
+            self.routes[child.context_id] = child
+
+    def owned_fds(self) -> List[int]:
+        """Every descriptor this runtime opened (a forked copy closes them)."""
+        sides = [self.rx, self.tx] + [logger.side for logger in self.loggers]
+        for child in self.children.values():
+            sides += [child.rx, child.term]
+        fds = [side.fd for side in sides if side is not None and side.fd is not None]
+        fds += [self._main_done_r, self._main_done_w, self._wake_r, self._wake_w]
+        fds += [fd for _request, _src, _handle, _pid, fd in self._forked]
+        return fds
 
     def on_child_ready(self, child: Any) -> None:
         self.send(Message(MASTER_ID, self.context_id, HANDLE_ADD_ROUTE, 0, dumps(child.context_id)))
@@ -496,6 +533,14 @@ class ExternalContext:
         return fn
 
     def _run_call(self, msg: Message) -> None:
+        if msg.handle == HANDLE_SPAWN:
+            from .forking import fork_child
+
+            try:
+                fork_child(self, msg.unpickle(), msg.src, msg.reply_to)
+            except Exception as exc:
+                self.reply(msg.src, msg.reply_to, (False, "connect", "fork failed: %r" % exc, ""))
+            return
         func_desc = "<undecoded call>"
         try:
             module, qualname, args, kwargs = msg.unpickle()
@@ -593,12 +638,16 @@ def main(read_exact: Callable[[int], bytes], stage1_fd: int = 0) -> None:
     config = loads(read_exact(int(read_exact(8), 16)))
     in_fd = os.dup(stage1_fd)
     out_fd = in_fd if _same_file(stage1_fd, 1) else os.dup(1)
-    context = ExternalContext(config, in_fd, out_fd)
+    start_runtime(ExternalContext(config, in_fd, out_fd))
+
+
+def start_runtime(context: ExternalContext) -> None:
+    """Take over stdio, logging and imports for ``context``, then run it until it ends."""
     _redirect_stdio(context)
     if "logging" in sys.modules:
         context.install_logging(sys.modules["logging"])
     else:
-        sys.meta_path.insert(0, _LoggingHook(context.install_logging))
+        sys.meta_path.insert(0, LoggingHook(context.install_logging))
     sys.meta_path.append(context.importer)
     sys.argv = ["trimitogen:" + context.name]
     context.run()
@@ -613,3 +662,9 @@ def _bytecode_magic() -> bytes:
 def _same_file(fd1: int, fd2: int) -> bool:
     st1, st2 = os.fstat(fd1), os.fstat(fd2)
     return (st1.st_dev, st1.st_ino) == (st2.st_dev, st2.st_ino)
+
+
+def preload(names: List[str]) -> None:
+    """Import ``names`` here (a fork server does this so its forks start warm)."""
+    for name in names:
+        __import__(name)

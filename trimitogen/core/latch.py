@@ -39,6 +39,13 @@ class _ThreadSockets:
         self.wsock.close()
 
 
+def reset_after_fork() -> None:
+    """In a forked child: stop using the wake-up sockets shared with the parent process."""
+    sockets = getattr(_local, "sockets", None)
+    if sockets is not None:
+        del _local.sockets
+
+
 def _thread_socketpair() -> "tuple[_socket.socket, _socket.socket]":
     sockets = getattr(_local, "sockets", None)
     if sockets is None:

@@ -14,14 +14,14 @@ import _thread
 import os
 
 from .bootstrap import BootstrapParser
-from .connect import build_plan
+from .connect import PromptDialog, build_plan
 from .errors import ConnectError, HostKeyError, PasswordError
 from .protocol import HANDLE_READY, FrameDecoder, Message
 from .side import Side, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Set
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 #: Seconds between SIGTERM and SIGKILL when a child must be stopped.
 KILL_GRACE = 2.0
@@ -43,10 +43,51 @@ def describe_status(status: int) -> str:
     return "exited with status %d" % status
 
 
+class ForkedProcess:
+    """The part of ``subprocess.Popen`` a :class:`Downstream` uses, for a process made by fork."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            try:
+                _pid, status = os.waitpid(self.pid, 0)
+            except InterruptedError:
+                continue
+            if os.WIFSIGNALED(status):
+                self.returncode = -os.WTERMSIG(status)
+            else:
+                self.returncode = os.WEXITSTATUS(status)
+        return self.returncode
+
+    def _signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        import signal
+
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        import signal
+
+        self._signal(signal.SIGKILL)
+
+
 class Downstream:
     """One child of this context, from spawn to reaping."""
 
-    def __init__(self, owner: Any, request: Dict[str, Any], requester: int, reply_to: int) -> None:
+    def __init__(
+        self,
+        owner: Any,
+        request: Dict[str, Any],
+        requester: int,
+        reply_to: int,
+        forked: Optional[Tuple[int, int]] = None,
+    ) -> None:
         self.owner = owner
         self.context_id: int = request["context_id"]
         self.name: str = request["name"]
@@ -66,6 +107,19 @@ class Downstream:
         self._wlock = _thread.allocate_lock()
         self.decoder = FrameDecoder(owner.decoder.max_message_size)
         self.bootstrap = BootstrapParser()
+        self.term: Optional[Side] = None
+        if forked is not None:
+            # A copy of the owner made by os.fork(): no bootstrap, no terminal; it speaks frames
+            # at once on its end of the socketpair.
+            self.dialog = PromptDialog("fork of context %r" % owner.name, None)
+            self.describe = self.dialog.what
+            self.bootstrap.hexversion = 0
+            pid, sock_fd = forked
+            self.process: Any = ForkedProcess(pid)
+            self.pid = pid
+            self.rx = self.tx = Side(self, sock_fd)
+            self._watch(request)
+            return
         plan = build_plan(request["spec"])
         self.dialog = plan.dialog
         self.describe = self.dialog.what
@@ -113,12 +167,15 @@ class Downstream:
         self.pid = self.process.pid
         self.rx = self.tx = Side(self, parent_sock.detach())
         self.term = Side(self, term_r)
+        self.owner.add_reader(self.term.fileno(), self.on_term_readable)
+        self._watch(request)
+        self.send_parts([request["payload"], request["config_payload"]])
+
+    def _watch(self, request: Dict[str, Any]) -> None:
         owner = self.owner
         owner.add_reader(self.rx.fileno(), self.on_readable)
-        owner.add_reader(self.term.fileno(), self.on_term_readable)
         owner.add_timer(request["connect_timeout"], self.on_connect_timeout)
         _thread.start_new_thread(self._wait_for_exit, ())
-        self.send_parts([request["payload"], request["config_payload"]])
 
     def _wait_for_exit(self) -> None:
         self.exit_status = self.process.wait()
@@ -206,6 +263,8 @@ class Downstream:
             self.owner.on_downstream_message(self, msg)
 
     def on_term_readable(self) -> None:
+        if self.term is None:
+            return
         try:
             data = self.term.read()
         except BlockingIOError:
@@ -268,16 +327,17 @@ class Downstream:
             self.kill()
             return
         reason = "its process %s" % describe_status(self.exit_status)
-        if self.state == "connecting" and not self.term.closed:
+        term = self.term
+        if self.state == "connecting" and term is not None and not term.closed:
             # What it printed last (such as "Authentication failure") says more than its status.
             for _ in range(64):
-                if self.term.closed or self.state != "connecting":
+                if term.closed or self.state != "connecting":
                     break
                 self.on_term_readable()
-                if not self.term.closed:
+                if not term.closed:
                     import select
 
-                    if not select.select([self.term.fileno()], [], [], 0)[0]:
+                    if not select.select([term.fileno()], [], [], 0)[0]:
                         break
         self._fail_connect(
             ConnectError(
@@ -292,7 +352,7 @@ class Downstream:
         )
         self.state = "gone"
         for side in (self.rx, self.term):
-            if not side.closed:
+            if side is not None and not side.closed:
                 self.owner.remove_reader(side.fileno())
                 side.close()
         self.owner.on_child_gone(self, reason)
