@@ -19,9 +19,8 @@ import select
 import sys
 import time
 
-from .errors import ChannelError, LatchError, StreamError
+from .errors import ChannelError, StreamError
 from .importer import Importer, ModuleForwarder
-from .latch import Latch
 from .protocol import (
     FLAG_DEAD,
     HANDLE_ADD_ROUTE,
@@ -157,7 +156,19 @@ class ExternalContext:
         self.rx = Side(self, in_fd)
         self.tx = Side(self, out_fd) if out_fd != in_fd else self.rx
         self.decoder = FrameDecoder(config["max_message_size"])
-        self.calls = Latch()
+        # Calls waiting for the main thread, and the hand-over of reading the parent's stream:
+        # the main thread reads it while idle (a call then costs no thread switch), the I/O
+        # thread while the main thread is busy.  Whoever reads holds _rx_lock.
+        self._queue: List[Message] = []
+        self._stopping = False
+        self._busy = False
+        self._rx_lock = _thread.allocate_lock()
+        self._rx_registered = False
+        self._parent_eof = False
+        self._for_io: List[Message] = []
+        self._main_wake_r, self._main_wake_w = os.pipe()
+        set_nonblocking(self._main_wake_r)
+        self._io_done_released = False
         self._wlock = _thread.allocate_lock()
         self._io_done = _thread.allocate_lock()
         self._io_done.acquire()
@@ -247,18 +258,27 @@ class ExternalContext:
             os.read(self._wake_r, 4096)
         except BlockingIOError:
             pass
+        while self._for_io:
+            self._dispatch(self._for_io.pop(0))
+        if self._parent_eof and not self._io_finished:
+            self._on_parent_lost()
+            self._io_finished = True
+            return
         self._adopt_forked()
         for child in list(self.children.values()):
             child.on_wake()
 
     def _io_loop_inner(self) -> None:
-        self.add_reader(self.rx.fileno(), self._on_parent_readable)
         for logger in self.loggers:
             self.add_reader(logger.side.fileno(), logger.on_readable_callback)
         self.add_reader(self._main_done_r, self._on_main_done)
         self.add_reader(self._wake_r, self._on_wake)
         stopping = False
+        rx_fd = self.rx.fileno()
         while not self._io_finished:
+            if self._busy and not self._rx_registered:
+                self.add_reader(rx_fd, self._on_parent_readable)
+                self._rx_registered = True
             timeout = None
             if self._timers:
                 self._timers.sort(key=lambda entry: entry[0])
@@ -272,23 +292,45 @@ class ExternalContext:
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 self._timers.pop(0)[1]()
-            if self.calls.closed and not stopping:
+            if self._stopping and not stopping:
                 stopping = True
                 self._stop_children()
                 self._start_watchdog()
 
     def _on_parent_readable(self) -> None:
-        if not self._on_receive():
+        if not self._busy or not self._rx_lock.acquire(False):
+            # The main thread is idle and reads the stream itself.
+            self.remove_reader(self.rx.fileno())
+            self._rx_registered = False
+            return
+        try:
+            alive = self._on_receive(self._dispatch)
+        finally:
+            self._rx_lock.release()
+        if not alive:
             self._on_parent_lost()
             self._io_finished = True
 
     def _on_main_done(self) -> None:
         for logger in self.loggers:
             logger.drain()
-        self._io_done.release()
+        self._release_io_done()
         self._io_finished = True
 
-    def _on_receive(self) -> bool:
+    def _release_io_done(self) -> None:
+        if not self._io_done_released:
+            self._io_done_released = True
+            self._io_done.release()
+
+    def _enqueue_call(self, msg: Message) -> None:
+        self._queue.append(msg)
+        os.write(self._main_wake_w, b"x")
+
+    def _stop_main(self) -> None:
+        self._stopping = True
+        os.write(self._main_wake_w, b"x")
+
+    def _on_receive(self, dispatch: Callable[[Message], None]) -> bool:
         """Read and dispatch what arrived; False once the parent disconnected."""
         try:
             view = self.decoder.body_view()
@@ -305,7 +347,7 @@ class ExternalContext:
         except BlockingIOError:
             return True
         for msg in self.decoder.messages():
-            self._dispatch(msg)
+            dispatch(msg)
         return True
 
     def _dispatch(self, msg: Message) -> None:
@@ -315,10 +357,8 @@ class ExternalContext:
             if child is None or not child.send(msg):
                 self._bounce(msg, "there is no route to context %d: it is gone" % msg.dst)
         elif msg.handle == HANDLE_CALL:
-            try:
-                self.calls.put(msg)
-            except LatchError:
-                pass  # shutting down: the call is not run
+            if not self._stopping:
+                self._enqueue_call(msg)
         elif msg.handle == HANDLE_LOAD_MODULE:
             try:
                 records = msg.unpickle()
@@ -328,7 +368,7 @@ class ExternalContext:
             except (StreamError, TypeError, ValueError, IndexError) as exc:
                 self.send_log("log", "trimitogen.importer", 40, "bad module records: %s" % exc)
         elif msg.handle == HANDLE_SHUTDOWN:
-            self.calls.close()
+            self._stop_main()
         elif msg.handle == HANDLE_SPAWN:
             self._spawn_child(msg)
         elif msg.handle == HANDLE_KILL:
@@ -379,10 +419,10 @@ class ExternalContext:
         request = msg.unpickle()
         if request["spec"]["kind"] == "fork":
             # Forking happens on the main thread, between calls (see core/forking.py).
-            try:
-                self.calls.put(msg)
-            except LatchError:
+            if self._stopping:
                 self.reply(msg.src, msg.reply_to, (False, "connect", "shutting down", ""))
+            else:
+                self._enqueue_call(msg)
             return
         try:
             child = Downstream(self, request, msg.src, msg.reply_to)
@@ -400,6 +440,8 @@ class ExternalContext:
         self.wake()
 
     def _adopt_forked(self) -> None:
+        if not self._forked:
+            return
         from .parent import Downstream
 
         while self._forked:
@@ -507,8 +549,8 @@ class ExternalContext:
         # here after the grace time.
         self.disconnected = True
         self.importer.close()
-        self.calls.close()
-        self._io_done.release()
+        self._stop_main()
+        self._release_io_done()
         self._start_watchdog()
 
     def _start_watchdog(self) -> None:
@@ -589,12 +631,7 @@ class ExternalContext:
                 dumps((os.getpid(), sys.hexversion, _bytecode_magic())),
             )
         )
-        while True:
-            try:
-                msg = self.calls.get_sync()
-            except LatchError:
-                break
-            self._run_call(msg)
+        self._main_loop()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -602,6 +639,44 @@ class ExternalContext:
                 pass
         os.write(self._main_done_w, b"x")
         self._io_done.acquire()
+
+    def _main_loop(self) -> None:
+        poller = select.poll()
+        poller.register(self.rx.fileno(), _POLLIN)
+        poller.register(self._main_wake_r, _POLLIN)
+        while not self._stopping:
+            if self._queue:
+                msg = self._queue.pop(0)
+                if not self._busy:
+                    # The call may block: the I/O thread reads the stream meanwhile.
+                    self._busy = True
+                    self.wake()
+                self._run_call(msg)
+                continue
+            self._busy = False
+            with self._rx_lock:
+                if self._queue or self._stopping:
+                    continue
+                for fd, _event in poller.poll():
+                    if fd == self._main_wake_r:
+                        try:
+                            os.read(self._main_wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                    elif not self._on_receive(self._dispatch_from_main):
+                        self._parent_eof = True
+                        self._stopping = True
+                        self.wake()
+
+    def _dispatch_from_main(self, msg: Message) -> None:
+        """A message read by the main thread: calls stay here, the rest goes to the I/O thread."""
+        if msg.dst == self.context_id and msg.handle == HANDLE_CALL:
+            self._queue.append(msg)
+        else:
+            if msg.dst == self.context_id and msg.handle == HANDLE_SHUTDOWN:
+                self._stopping = True
+            self._for_io.append(msg)
+            self.wake()
 
 
 def _describe_exception(exc: BaseException) -> Tuple[Any, ...]:

@@ -13,6 +13,7 @@ parent's bytecode format matches ours (or ``b""``), and ``reason`` why ``found``
 
 from __future__ import annotations
 
+import _imp
 import _thread
 import marshal
 import sys
@@ -92,12 +93,25 @@ class Importer:
             self._send(
                 Message(self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, dumps(fullname))
             )
+        # importlib calls find_spec() holding its global import lock.  Keeping it while waiting
+        # for the parent would stall every other thread that imports anything, the I/O thread
+        # that must deliver the answer included, so it is released for the wait.
+        released = False
+        if _imp.lock_held():
+            try:
+                _imp.release_lock()
+                released = True
+            except RuntimeError:
+                pass  # held by another thread, not this one
         try:
             answer: Record = latch.get_sync()
         except LatchError:
             raise ImportError(
                 "cannot import %r: the parent context disconnected" % fullname, name=fullname
             ) from None
+        finally:
+            if released:
+                _imp.acquire_lock()
         return answer
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
