@@ -43,13 +43,24 @@ def main() -> None:
     read_exact(int(read_exact(8), 16))  # the runtime, ignored
     config = pickle.loads(read_exact(int(read_exact(8), 16)))
     me = config["context_id"]
-    send(0, me, 1, 0, pickle.dumps((os.getpid(), sys.hexversion)))
+    parent = config["parent_id"]
+    send(parent, me, 1, 0, pickle.dumps((os.getpid(), sys.hexversion)))
+    if mode == "forge":
+        # Below an intermediate: try to answer the master's requests to other contexts, to
+        # impersonate the intermediate, and to claim the id of a context not started yet.
+        for handle in range(1000, 1200):
+            send(0, me, handle, 0, pickle.dumps((True, "forged")))
+            send(0, parent, handle, 0, pickle.dumps((True, "forged as parent")))
+        send(0, me, 1, 0, pickle.dumps((4242, sys.hexversion)))
+        for claimed in range(me + 1, me + 5):
+            send(0, me, 9, 0, pickle.dumps(claimed))
+        os.write(1, b"")
     first = True
     while True:
         fields = HEADER.unpack(read_exact(HEADER.size))
         read_exact(fields[-1])
         reply_to = fields[6]
-        if not first or mode == "honest":
+        if not first or mode in ("honest", "forge"):
             send(0, me, reply_to, 0, pickle.dumps((True, "honest answer")))
             continue
         first = False

@@ -93,3 +93,36 @@ async def test_broken_framing_disconnects_the_child(
             await ctx.call(rh.echo, 1)
         with pytest.raises(tm.ChannelError, match="break the protocol"):
             await ctx.call(rh.echo, 2)
+
+
+async def test_hostile_grandchild_cannot_forge_or_claim(
+    caplog: pytest.LogCaptureFixture, no_leaked_fds: None
+) -> None:
+    """Below an intermediate, a hostile child tries to answer other contexts' requests, to pose
+    as its parent, to fake a READY and to claim ids of contexts not started yet."""
+    caplog.set_level(logging.WARNING, logger="trimitogen")
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local(), name="middle") as middle:
+            pid = middle.pid
+            slow = trio.Event()
+            answers: list[object] = []
+
+            async def ask_middle() -> None:
+                answers.append(await middle.call(rh.sleep, 1.0))
+                slow.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask_middle)
+                hostile = tm.local(python=[sys.executable, HOSTILE, "forge"])
+                async with tm.open_context(hostile, via=middle, name="hostile") as bad:
+                    # It may answer its own calls as it likes, but only its own.
+                    await bad.call(rh.echo, 1)
+                    # A context started after the hostile one's claims gets a claimed id ...
+                    async with tm.open_context(tm.local(), via=middle, name="victim") as victim:
+                        assert await victim.call(rh.echo, "mine") == "mine"
+                        assert await victim.call(rh.getppid) == pid
+            assert answers == [1.0]
+            assert middle.pid == pid
+    messages = " | ".join(r.getMessage() for r in caplog.records)
+    assert "claiming to come from context %d" % middle.context_id in messages
+    assert "announced a context it was not asked to start" in messages

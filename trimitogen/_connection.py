@@ -318,8 +318,19 @@ class Connection:
             )
             return
         handle = msg.handle
-        reply = self.pending.pop(handle, None)
+        reply = self.pending.get(handle)
         if reply is not None:
+            if msg.src != reply.target:
+                # Only the context that was asked may answer: a reply is not a way for another
+                # context on this connection to put words in its mouth.
+                self.logger.warning(
+                    "dropped an answer to request %d from context %d: it was sent to context %d",
+                    handle,
+                    msg.src,
+                    reply.target,
+                )
+                return
+            del self.pending[handle]
             reply.msg = msg
             reply.set()
         elif handle == HANDLE_LOG:
@@ -330,7 +341,7 @@ class Connection:
             self._on_del_route(msg)
         elif handle == HANDLE_ADD_ROUTE:
             pass  # the master learns routes from its own spawn requests
-        elif handle == HANDLE_READY:
+        elif handle == HANDLE_READY and msg.src == self.context_id:
             self._on_ready(msg)
         elif self.on_message is not None:
             self.on_message(msg)

@@ -188,6 +188,8 @@ class ExternalContext:
         #: Direct children, and the route to every context below this one.
         self.children: Dict[int, Any] = {}
         self._forked: List[Any] = []
+        #: Context ids the parent asked a child of ours to start: child announcements must match.
+        self._expected: Dict[int, Any] = {}
         self.routes: Dict[int, Any] = {}
         self.forwarder = ModuleForwarder(self._request_module, config.get("master_magic", b""))
 
@@ -354,6 +356,13 @@ class ExternalContext:
         """A message from the parent: for this context, or to be routed to one below it."""
         if msg.dst != self.context_id:
             child = self.routes.get(msg.dst)
+            if child is not None and msg.handle == HANDLE_SPAWN:
+                # A context is about to be started below ``child``: remember which id it will
+                # have, so only that child may later announce a route to it.
+                try:
+                    self._expected[msg.unpickle()["context_id"]] = child
+                except (StreamError, TypeError, KeyError):
+                    pass
             if child is None or not child.send(msg):
                 self._bounce(msg, "there is no route to context %d: it is gone" % msg.dst)
         elif msg.handle == HANDLE_CALL:
@@ -477,9 +486,16 @@ class ExternalContext:
         except ChannelError:
             pass
 
+    def _claim_expected(self, context_id: Any, child: Any) -> bool:
+        """True (once) if the parent asked ``child`` to start ``context_id``."""
+        if self._expected.get(context_id) is child:
+            del self._expected[context_id]
+            return True
+        return False
+
     def on_downstream_message(self, child: Any, msg: Message) -> None:
         """A message from a child: only upward, and only from contexts behind that child."""
-        if msg.src not in child.ids:
+        if msg.src not in child.ids and self._expected.get(msg.src) is not child:
             self.log(
                 30,
                 "dropped a message from context %r claiming to come from context %d"
@@ -504,9 +520,13 @@ class ExternalContext:
             return
         if msg.handle == HANDLE_ADD_ROUTE:
             new_id = msg.unpickle()
-            if type(new_id) is int and new_id not in self.routes and new_id != self.context_id:
-                child.ids.add(new_id)
-                self.routes[new_id] = child
+            if not self._claim_expected(new_id, child):
+                self.log(
+                    30, "context %r announced a context it was not asked to start" % child.name
+                )
+                return
+            child.ids.add(new_id)
+            self.routes[new_id] = child
         elif msg.handle == HANDLE_DEL_ROUTE:
             ids, _reason = msg.unpickle()
             for context_id in ids:
