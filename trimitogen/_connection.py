@@ -40,6 +40,9 @@ SHUT_DOWN = "it was shut down"
 #: Lines of stderr and pre-bootstrap output kept for error messages.
 TAIL_LINES = 20
 
+#: A line of stderr longer than this is logged in pieces.
+MAX_LINE = 64 * 1024
+
 #: Reads in a row without waiting before the reader yields to other tasks.
 _READS_PER_YIELD = 32
 
@@ -177,12 +180,14 @@ class Connection:
         self._writer_lot = trio.lowlevel.ParkingLot()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.stderr_closed = trio.Event()
+        self.stderr_partial = b""
         self.ready = trio.Event()
         self.settled = trio.Event()  # set on READY or on death: the connect phase is over
         self.exited = trio.Event()
         self.reader_done = trio.Event()
         self.dead_reason: str | None = None
         self.shutting_down = False
+        self.tx_broken = False
         self.remote_hexversion: int | None = None
         self.responder: ModuleResponder | None = None
         self.on_message: Callable[[Message], None] | None = None
@@ -214,6 +219,8 @@ class Connection:
         """Queue raw buffers (a frame, or bootstrap bytes) like :meth:`send`."""
         if self.dead_reason is not None:
             raise self.channel_error()
+        if self.tx_broken:
+            return  # the waiter will report how the child ended
         if not self._outq:
             parts = self._write_some(parts)
             if not parts:
@@ -230,10 +237,10 @@ class Connection:
             except BlockingIOError:
                 return parts
             except OSError as exc:
-                self.disconnect("writing to it failed: %s" % exc)
+                self._write_failed("writing to it failed: %s" % exc)
                 return []
             if n is None:
-                self.disconnect("it disconnected while a message was being sent")
+                self._write_failed("it disconnected while a message was being sent")
                 return []
             while n:
                 first = parts[0]
@@ -244,6 +251,14 @@ class Connection:
                     parts = [memoryview(first)[n:], *parts[1:]]
                     n = 0
         return parts
+
+    def _write_failed(self, reason: str) -> None:
+        """The child stopped reading.  If it has a process, its exit (seen by the waiter, with
+        its status) explains that better than this, so only a process-less connection ends here."""
+        self._outq.clear()
+        self.tx_broken = True
+        if self.process is None:
+            self.disconnect(reason)
 
     async def writer(self) -> None:
         while True:
@@ -452,7 +467,6 @@ class Connection:
         """Log the child's stderr until its runtime redirects fd 2, keeping the last lines."""
         assert self.stderr is not None
         fd = self.stderr.fileno()
-        partial = b""
         try:
             while True:
                 try:
@@ -462,14 +476,19 @@ class Connection:
                     continue
                 if not data:
                     break
-                if self.dialog is not None and not self.ready.is_set():
-                    self._converse(data)
-                lines = (partial + data).split(b"\n")
-                partial = lines.pop()
+                # Lines first, so a failure found in this chunk can show it.
+                lines = (self.stderr_partial + data).split(b"\n")
+                self.stderr_partial = lines.pop()
+                if len(self.stderr_partial) > MAX_LINE:
+                    lines.append(self.stderr_partial)
+                    self.stderr_partial = b""
                 for line in lines:
                     self._stderr_line(line)
-            if partial:
-                self._stderr_line(partial)
+                if self.dialog is not None and not self.ready.is_set():
+                    self._converse(data)
+            if self.stderr_partial:
+                self._stderr_line(self.stderr_partial)
+                self.stderr_partial = b""
         finally:
             self.stderr_closed.set()
 
@@ -538,9 +557,9 @@ class Connection:
             if side is not None:
                 side.close()
 
-    def output_tail(self) -> str:
+    def output_tail(self) -> list[str]:
         """The last lines the child printed (pre-bootstrap output and stderr), for errors."""
         lines = self.bootstrap.output_lines()[-TAIL_LINES:] + list(self.stderr_tail)
-        if not lines:
-            return "(it printed nothing)"
-        return "\n".join("    " + line for line in lines[-TAIL_LINES:])
+        if self.stderr_partial.strip():
+            lines.append(self.stderr_partial.decode("utf-8", "replace").strip())
+        return lines[-TAIL_LINES:]

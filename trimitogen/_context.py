@@ -274,10 +274,7 @@ async def _await_ready(conn: Connection, method: Method, connect_timeout: float)
     await _stop(conn)
     with trio.move_on_after(0.5):
         await conn.stderr_closed.wait()
-    raise error_class(
-        "%s: could not start context %r (phase: %s): %s; last output:\n%s"
-        % (method.describe(), conn.name, phase, why, conn.output_tail())
-    )
+    raise error_class(connect_failure(method.describe(), conn.name, phase, why, conn.output_tail()))
 
 
 @asynccontextmanager
@@ -349,6 +346,18 @@ async def open_context(
             del error
 
 
+def connect_failure(what: str, name: str, phase: str, reason: str, lines: list[str]) -> str:
+    """The one format of every start-up failure: who, which phase, why, and the last output."""
+    shown = "\n".join("    " + line for line in lines) if lines else "    (it printed nothing)"
+    return "%s: could not start context %r (phase: %s): %s; last output:\n%s" % (
+        what,
+        name,
+        phase,
+        reason,
+        shown,
+    )
+
+
 def _child_config(route: Route, parent_id: int) -> dict[str, Any]:
     """The settings a new child's runtime starts with."""
     return {
@@ -397,7 +406,7 @@ async def _open_via(
     }
     conn.routes[context_id] = route
     handle, reply = conn.new_reply(parent.context_id)
-    what = "%s of %r" % (method.describe(), parent.name)
+    what = "%s (started by %r)" % (method.describe(), parent.name)
     error: BaseException | None = None
     started = False
     try:
@@ -416,10 +425,9 @@ async def _open_via(
             )
         answer = reply.msg.unpickle()
         if answer[0] is not True:
-            _ok, kind, message, tail = answer
+            _ok, kind, phase, reason, lines = answer
             raise _CONNECT_ERRORS.get(kind, ConnectError)(
-                "%s (started by %r); last output:\n%s"
-                % (message, parent.name, tail or "(it printed nothing)")
+                connect_failure(what, name, phase, reason, [str(line) for line in lines])
             )
         route.pid = int(answer[1])
         route.magic = bytes(answer[3])

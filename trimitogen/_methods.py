@@ -30,9 +30,10 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 HostKeyPolicy = Literal["enforce", "accept", "ignore"]
 
 
-def _python_argv(python: str | Sequence[str] | None, default: str) -> tuple[str, ...]:
+def _python_argv(python: str | Sequence[str] | None, default: str | None) -> tuple[str, ...]:
+    """The interpreter argv; ``()`` means "the system's python3, wherever the child starts"."""
     if python is None:
-        return (default,)
+        return () if default is None else (default,)
     if isinstance(python, str):
         argv: tuple[str, ...] = (python,)
     else:
@@ -199,10 +200,6 @@ class Fork(_Method):
         raise TypeError("fork() contexts are made by a parent context: see open_context")
 
 
-#: The interpreter other users can run: pyenv's live under root's home, which they cannot enter.
-SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
-
-
 def local(*, python: str | Sequence[str] | None = None) -> Local:
     """A method that starts a new local Python interpreter.
 
@@ -264,12 +261,12 @@ def sudo(
 
     sudo is told to print a fixed prompt, answered with ``password`` on a pty, so a translated or
     customised prompt does not matter.  A wrong or missing password raises
-    :class:`~trimitogen.PasswordError` as soon as sudo says so.  ``python`` defaults to the
-    system's ``/usr/bin/python3``, which every user can run.
+    :class:`~trimitogen.PasswordError` as soon as sudo says so.  ``password`` is the password of
+    the user running sudo.  ``python`` defaults to ``/usr/bin/python3`` (every user can run it;
+    the master's own interpreter may live where the target user cannot enter), looked up on the
+    machine where sudo runs, or ``python3`` on the PATH if it is not there.
     """
-    return Sudo(
-        username, password, sudo_path, tuple(sudo_args), _python_argv(python, SYSTEM_PYTHON)
-    )
+    return Sudo(username, password, sudo_path, tuple(sudo_args), _python_argv(python, None))
 
 
 def su(
@@ -281,9 +278,10 @@ def su(
 ) -> Su:
     """A method that starts an interpreter as ``username`` through su, on a pty.
 
-    ``python`` defaults to the system's ``/usr/bin/python3``.
+    ``password`` is the target user's password (su asks for it unless root runs su).
+    ``python`` defaults as for :func:`sudo`.
     """
-    return Su(username, password, su_path, _python_argv(python, SYSTEM_PYTHON))
+    return Su(username, password, su_path, _python_argv(python, None))
 
 
 def fork(*, preload: Sequence[str] = ()) -> Fork:

@@ -429,14 +429,14 @@ class ExternalContext:
         if request["spec"]["kind"] == "fork":
             # Forking happens on the main thread, between calls (see core/forking.py).
             if self._stopping:
-                self.reply(msg.src, msg.reply_to, (False, "connect", "shutting down", ""))
+                self.reply(msg.src, msg.reply_to, (False, "connect", "spawn", "shutting down", []))
             else:
                 self._enqueue_call(msg)
             return
         try:
             child = Downstream(self, request, msg.src, msg.reply_to)
         except Exception as exc:
-            self.reply(msg.src, msg.reply_to, (False, "connect", str(exc), ""))
+            self.reply(msg.src, msg.reply_to, (False, "connect", "spawn", str(exc), []))
             return
         self.children[child.context_id] = child
         self.routes[child.context_id] = child
@@ -601,7 +601,8 @@ class ExternalContext:
             try:
                 fork_child(self, msg.unpickle(), msg.src, msg.reply_to)
             except Exception as exc:
-                self.reply(msg.src, msg.reply_to, (False, "connect", "fork failed: %r" % exc, ""))
+                failure = (False, "connect", "spawn", "fork failed: %r" % exc, [])
+                self.reply(msg.src, msg.reply_to, failure)
             return
         func_desc = "<undecoded call>"
         try:

@@ -41,7 +41,15 @@ def _shell_quote(word: str) -> str:
 
 
 def python_command(python: Any) -> List[str]:
-    """The argv that runs stage 1 with ``python`` (a path, or an argv prefix)."""
+    """The argv that runs stage 1 with ``python`` (a path, or an argv prefix).
+
+    An empty ``python`` means the system interpreter of the machine building the plan (the
+    master for a direct child, the intermediate for ``via=``).
+    """
+    if not python:
+        import os
+
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
     prefix = [python] if isinstance(python, str) else list(python)
     return [*prefix, "-c", stage1_command()]
 
@@ -152,7 +160,7 @@ class PromptDialog:
         lowered = self._pending.lower()
         for pattern, cls, text in self.failures:
             if pattern in lowered:
-                self.error = cls("%s: %s" % (self.what, text))
+                self.error = cls(text)
                 return b""
         for prompt in self.prompts:
             at = lowered.find(prompt)
@@ -161,11 +169,11 @@ class PromptDialog:
             self._pending = self._pending[at + len(prompt) :]
             if self.password is None:
                 self.error = PasswordError(
-                    "%s: asked for a password, but none was given (pass password=...)" % self.what
+                    "asked for a password, but none was given (pass password=...)"
                 )
                 return b""
             if self.passwords_sent:
-                self.error = PasswordError("%s: the password was refused" % self.what)
+                self.error = PasswordError("the password was refused")
                 return b""
             self.passwords_sent += 1
             return self.password.encode("utf-8") + b"\n"
@@ -179,13 +187,19 @@ def ssh_dialog(target: str, password: Optional[str]) -> PromptDialog:
         password,
         prompts=(b"password:",),
         failures=(
-            (b"host key verification failed", HostKeyError, "the host key was refused"),
+            # Most specific first: every host-key failure ends in "verification failed".
             (
                 b"remote host identification has changed",
                 HostKeyError,
                 "the host key has CHANGED since it was recorded (possible impersonation); "
                 "check known_hosts",
             ),
+            (
+                b"host key is known for",
+                HostKeyError,
+                "the host key is unknown; add it to known_hosts or use check_host_keys='accept'",
+            ),
+            (b"host key verification failed", HostKeyError, "the host key was refused"),
             (
                 b"continue connecting (yes/no",
                 HostKeyError,

@@ -157,10 +157,7 @@ class Downstream:
         except OSError as exc:
             parent_sock.close()
             os.close(term_r)
-            raise ConnectError(
-                "%s: could not start context %r (phase: spawn): %s: %s"
-                % (self.describe, self.name, plan.argv[0], exc)
-            ) from exc
+            raise ConnectError("%s: %s" % (plan.argv[0], exc)) from exc
         finally:
             child_sock.close()
             os.close(term_w)
@@ -181,26 +178,33 @@ class Downstream:
         self.exit_status = self.process.wait()
         self.owner.wake()
 
+    def _phase(self, error: Optional[ConnectError] = None) -> str:
+        if isinstance(error, PasswordError):
+            return "authentication"
+        if isinstance(error, HostKeyError):
+            return "host key"
+        if error is not None and error is self.dialog.error:
+            return "connect"
+        if self.bootstrap.hexversion is not None:
+            return "bootstrap"
+        return "authentication" if self.dialog.passwords_sent else "spawn"
+
     def _fail_connect(self, error: ConnectError) -> None:
+        """Answer the spawn request with the failure: (False, kind, phase, reason, output)."""
         if self.state != "connecting":
             return
         self.state = "failed"
-        tail = "\n".join(self.bootstrap.output_lines()[-TAIL_LINES:] + self.tail[-TAIL_LINES:])
+        lines = self.bootstrap.output_lines()[-TAIL_LINES:] + self.tail[-TAIL_LINES:]
+        if self._partial.strip():
+            lines.append(self._partial.decode("utf-8", "replace").strip())
         kind = _ERROR_KINDS.get(type(error), "connect")
-        self.owner.reply(self.requester, self.reply_to, (False, kind, str(error), tail))
+        reply = (False, kind, self._phase(error), str(error), lines[-TAIL_LINES:])
+        self.owner.reply(self.requester, self.reply_to, reply)
         self.kill()
 
     def on_connect_timeout(self) -> None:
         if self.state == "connecting":
-            phase = "bootstrap" if self.bootstrap.hexversion is not None else "spawn"
-            if phase == "spawn" and self.dialog.passwords_sent:
-                phase = "authentication"
-            self._fail_connect(
-                ConnectError(
-                    "%s: could not start context %r (phase: %s): no answer within the connect "
-                    "timeout" % (self.describe, self.name, phase)
-                )
-            )
+            self._fail_connect(ConnectError("no answer within the connect timeout"))
 
     def _on_ready(self, msg: Message) -> None:
         pid, hexversion, *rest = msg.unpickle()
@@ -273,6 +277,13 @@ class Downstream:
             self.owner.remove_reader(self.term.fileno())
             self.term.close()
             return
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-4096:]
+        for line in lines:
+            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            self.tail = [*self.tail, text][-TAIL_LINES:]
+            if self.state in ("connecting", "ready"):
+                self.owner.forward_log(self.context_id, "stderr", text)
         if self.state == "connecting":
             answer = self.dialog.receive_data(data)
             if answer:
@@ -282,12 +293,6 @@ class Downstream:
                     pass
             if self.dialog.error is not None:
                 self._fail_connect(self.dialog.error)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()[-4096:]
-        for line in lines:
-            text = line.rstrip(b"\r").decode("utf-8", "replace")
-            self.tail = ([*self.tail, text])[-TAIL_LINES:]
-            self.owner.forward_log(self.context_id, "stderr", text)
 
     # -- the end -----------------------------------------------------------------------------
     def kill(self) -> None:
@@ -339,17 +344,7 @@ class Downstream:
 
                     if not select.select([term.fileno()], [], [], 0)[0]:
                         break
-        self._fail_connect(
-            ConnectError(
-                "%s: could not start context %r (phase: %s): %s"
-                % (
-                    self.describe,
-                    self.name,
-                    "bootstrap" if self.bootstrap.hexversion is not None else "spawn",
-                    reason,
-                )
-            )
-        )
+        self._fail_connect(ConnectError(reason))
         self.state = "gone"
         for side in (self.rx, self.term):
             if side is not None and not side.closed:
