@@ -15,6 +15,8 @@ that test arguments called ``users`` and ``sshd`` do not shadow an import):
     - ``tmg-sudo``: may ``sudo -u tmg-target ANY`` after typing its own password, and
       ``sudo -u tmg-nopw ANY`` without one (``/etc/sudoers.d/trimitogen-tests``, with
       ``lecture=never`` and ``timestamp_timeout=0``: the password rule prompts every time).
+      Also logs in over the test sshd by the same key as tmg-ssh, or by password (for ssh->sudo
+      hops, e.g. in benchmarks/compare.py).
     - ``tmg-target``, ``tmg-nopw``: targets of those rules.
     - ``tmg-su``: ``su tmg-su`` works from any user with its password.
 
@@ -303,7 +305,7 @@ def users_fixture() -> Iterator[Users]:
 class SshServer:
     host: str  #: "127.0.0.1"
     port: int
-    user: str  #: "tmg-ssh", the user whose key is authorised
+    user: str  #: "tmg-ssh", the user whose key is authorised (tmg-sudo accepts it too)
     password: str  #: tmg-ssh's password
     identity_file: Path  #: client private key (ed25519, no passphrase, mode 0600)
     known_hosts: Path  #: the server's real host key for [127.0.0.1]:PORT
@@ -470,8 +472,9 @@ def running_sshd(users: Users, host: str = "127.0.0.1") -> Iterator[SshServer]:
         client_public = _keygen(tools["ssh-keygen"], directory / "id_ed25519", "tmg-client")
         keys_dir = directory / "authorized_keys"
         keys_dir.mkdir(mode=0o755)
-        (keys_dir / users.ssh.name).write_text(client_public + "\n")
-        os.chmod(keys_dir / users.ssh.name, 0o644)
+        for key_user in (users.ssh, users.sudo):
+            (keys_dir / key_user.name).write_text(client_public + "\n")
+            os.chmod(keys_dir / key_user.name, 0o644)
         config = directory / "sshd_config"
         log_file = directory / "sshd.log"
 

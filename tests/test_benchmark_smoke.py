@@ -1,4 +1,8 @@
-"""Smoke test: benchmarks/compare.py runs and prints trimitogen's row (timings not checked)."""
+"""Smoke test: benchmarks/compare.py runs and prints trimitogen's rows (timings not checked).
+
+Only the local and import sections run: the ssh, sudo and hop sections need root, throwaway
+users and an sshd, and take longer (tests/test_methods.py covers those methods).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,28 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def test_compare_quick_prints_trimitogen_row() -> None:
+def _numeric_rows(stdout: str, label: str, cells: int) -> list[list[str]]:
+    """Rows starting with ``label`` followed by exactly ``cells`` numbers."""
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith(label + " "):
+            row = line[len(label) :].split()
+            if len(row) == cells and all(_is_number(cell) for cell in row):
+                rows.append(row)
+    return rows
+
+
+def test_compare_quick_prints_trimitogen_rows() -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--only", "trimitogen"],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--only",
+            "trimitogen",
+            "--sections",
+            "local,import",
+        ],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -28,7 +51,10 @@ def test_compare_quick_prints_trimitogen_row() -> None:
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
-    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("trimitogen ")]
-    # library, start-up, teardown, round trip, child->parent, parent->child
-    assert any(len(row) == 6 and all(_is_number(cell) for cell in row[1:]) for row in rows), output
+    # local: start-up, teardown, round trip, child->parent, parent->child
+    assert _numeric_rows(proc.stdout, "trimitogen", 5), output
     assert "round trip < 3/4 of execnet's" in proc.stdout, output
+    # import: first call, 2nd context, start-up+call, requests, modules, KiB sent, master time
+    assert _numeric_rows(proc.stdout, "trimitogen", 7), output
+    assert _numeric_rows(proc.stdout, "trimitogen, source only", 7), output
+    assert "could not be measured" not in output, output

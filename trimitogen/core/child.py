@@ -601,7 +601,7 @@ class ExternalContext:
             try:
                 fork_child(self, msg.unpickle(), msg.src, msg.reply_to)
             except Exception as exc:
-                failure = (False, "connect", "spawn", "fork failed: %r" % exc, [])
+                failure: Tuple[Any, ...] = (False, "connect", "spawn", "fork failed: %r" % exc, ())
                 self.reply(msg.src, msg.reply_to, failure)
             return
         func_desc = "<undecoded call>"
