@@ -1199,9 +1199,13 @@ def remote_infrastructure(sections: Sequence[str]) -> Iterator[tuple[Remote | No
         return
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)
-    import pytest
+    try:
+        import pytest
 
-    from tests import infra
+        from tests import infra
+    except ImportError as exc:
+        yield None, "cannot import tests/infra.py (pip install -e '.[dev]'): %s" % exc
+        return
 
     with contextlib.ExitStack() as stack:
         remote: Remote | None = None

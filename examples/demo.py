@@ -27,6 +27,11 @@ def interpreters() -> list[str]:
     return [sys.executable] + [by_minor[m] for m in sorted(by_minor)]
 
 
+def describe_process() -> dict[str, object]:
+    """Defined only in this script: the child receives it over the connection."""
+    return {"pid": os.getpid(), "python": platform.python_version(), "cwd": os.getcwd()}
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     started = time.perf_counter()
@@ -37,6 +42,8 @@ async def main() -> None:
         )
         print("child's Python:", await ctx.call(platform.python_version))
         print("child's pid via os.getpid:", await ctx.call(os.getpid))
+        print("a function of this script, run remotely:", await ctx.call(describe_process))
+        print("modules sent to it so far:", ctx.import_stats)
 
         # Output of the child and of processes it starts arrives in the master's logging.
         await ctx.call(os.system, "echo hello from a shell inside the child")
@@ -64,6 +71,16 @@ async def main() -> None:
         print("sent 32 MiB in %.1f ms" % ((time.perf_counter() - t) * 1000))
 
     print("context closed; child reaped")
+
+    # fork(): copies of a running interpreter (here the library's fork server), in milliseconds.
+    for _ in range(3):
+        t = time.perf_counter()
+        async with tm.open_context(tm.fork(preload=["json"])) as copy:
+            info = await copy.call(describe_process)
+        print(
+            "forked pid %s and called it in %.1f ms"
+            % (info["pid"], (time.perf_counter() - t) * 1000)
+        )
 
     for python in interpreters():
         async with tm.open_context(tm.local(python=python)) as ctx:

@@ -11,8 +11,9 @@ from .core.importer import MAIN_ALIAS
 
 def _refuse(fn: Any, why: str) -> TypeError:
     return TypeError(
-        "cannot call %r in another context: %s; pass a module-level function, a builtin, or a "
-        "static or class method of a module-level class" % (fn, why)
+        "cannot call %r in another context: %s; pass a module-level function, a builtin, a "
+        "static or class method of a module-level class, or a method its module exports under "
+        "its own name (such as random.randint)" % (fn, why)
     )
 
 

@@ -57,7 +57,8 @@ class _Method:
         raise NotImplementedError
 
     async def start(self, name: str, context_id: int) -> Connection:
-        """Spawn the process: a socketpair on fds 0 and 1, a pty or pipe on fd 2."""
+        """Spawn the process: a socketpair on fds 0 and 1 (fd 1 only, with the pty on fd 0, for
+        su), and a pty (for methods that prompt) or a pipe on fd 2."""
         plan = build_plan(self.spec())
         parent_sock, child_sock = socket.socketpair()
         for sock in (parent_sock, child_sock):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import logging
 import marshal
 import os
+import re
 import sys
 import sysconfig
 import time
-from collections.abc import Iterable, Sequence
+import types
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec, PathFinder
 
@@ -35,11 +37,12 @@ _SITE_DIRS = tuple(
 class ImportStats:
     """Traffic caused by a context's module requests, as seen by the master."""
 
-    #: Requests received (one per module the child could not import itself).
+    #: Requests received: one per module the child could not import itself and did not already
+    #: have from an earlier answer (related modules are sent ahead, unasked).
     requests: int = 0
     #: Modules sent, including related modules sent ahead of a request.
     modules_sent: int = 0
-    #: Bytes of source and compiled code sent.
+    #: Bytes of the encoded answers (source, compiled code and their framing).
     bytes_sent: int = 0
     #: Seconds the master spent finding, reading and compiling what it sent.
     seconds: float = 0.0
@@ -96,27 +99,59 @@ def _is_stdlib(name: str, path: str | None) -> bool:
     return in_stdlib and not any(real.startswith(d + os.sep) for d in _SITE_DIRS)
 
 
-def _imported_names(tree: ast.AST, name: str, is_package: bool) -> set[str]:
+#: Import statements, found by a scan of the source text.  Cheap, and good enough for what it is
+#: for: guessing which modules a child will ask for next (anything missed is simply asked for).
+_IMPORT_RE = re.compile(
+    r"^[ \t]*(?:from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^#\n]*)"
+    r"|import[ \t]+([^#\n]*))",
+    re.MULTILINE,
+)
+
+
+def _names(clause: str) -> list[str]:
+    """``a.b as c, d`` (or a parenthesised, multi-line list) -> ``["a.b", "d"]``."""
+    names = []
+    for item in clause.strip("()\\ \t\r\n").replace("\\\n", " ").split(","):
+        word = item.split(" as ")[0].strip(" \t\r\n()\\")
+        if word and word != "*" and all(part.isidentifier() for part in word.split(".")):
+            names.append(word)
+    return names
+
+
+def imported_names(text: str, name: str, is_package: bool) -> set[str]:
     """Absolute names a module's import statements may load (modules or their attributes)."""
     package = name if is_package else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                if node.level - 1 >= len(parts):
-                    continue
-                base = ".".join(parts[: len(parts) - (node.level - 1)])
-                module = base + "." + node.module if node.module else base
-            elif node.module:
-                module = node.module
-            else:
+    for dots, module, imported, plain in _IMPORT_RE.findall(text):
+        if plain:
+            found.update(_names(plain))
+            continue
+        if dots:
+            parts = package.split(".")
+            if len(dots) - 1 >= len(parts):
                 continue
-            found.add(module)
-            found.update(module + "." + alias.name for alias in node.names if alias.name != "*")
+            base = ".".join(parts[: len(parts) - (len(dots) - 1)])
+            module = base + "." + module if module else base
+        elif not module:
+            continue
+        found.add(module)
+        found.update(module + "." + word for word in _names(imported))
     return found
+
+
+def _retarget(code: types.CodeType, filename: str) -> types.CodeType:
+    """``code`` with every nested code object's file name set to ``filename``."""
+    consts = tuple(
+        _retarget(const, filename) if isinstance(const, types.CodeType) else const
+        for const in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _parents(name: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b"]``."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 class ModuleResponder:
@@ -211,7 +246,8 @@ class ModuleResponder:
                 False,
                 reason="it is a compiled extension (%s); install it where the child runs" % origin,
             )
-        module = self._from_source(name, origin, is_package, text)
+        get_code = getattr(loader, "get_code", None)
+        module = self._from_source(name, origin, is_package, text, get_code)
         module.search_path = search_path
         module.stamp = self._stamp(name)
         return module
@@ -227,26 +263,40 @@ class ModuleResponder:
         module.stamp = self._stamp(MAIN_ALIAS)
         return module
 
-    def _from_source(self, name: str, path: str, is_package: bool, text: str) -> _Module:
+    def _from_source(
+        self,
+        name: str,
+        path: str,
+        is_package: bool,
+        text: str,
+        get_code: Callable[[str], types.CodeType | None] | None = None,
+    ) -> _Module:
+        """Source and compiled code (compressed), and the names the module imports.
+
+        The compiled code comes from the master's own bytecode cache when its loader has one
+        (``get_code``), which is far cheaper than compiling; file names inside it are rewritten to
+        ``master:<path>`` so tracebacks in the child say where the code came from.
+        """
         origin = "master:" + path
         source = text.encode("utf-8")
         try:
-            tree = ast.parse(source, origin)
-            code = marshal.dumps(compile(tree, origin, "exec", dont_inherit=True))
+            code = get_code(name) if get_code is not None else None
+            if code is None:
+                code = compile(source, origin, "exec", dont_inherit=True)
+            code_bytes = zlib.compress(marshal.dumps(_retarget(code, origin)), 6)
         except SyntaxError:
-            # Sent as source: compiling it in the child raises the SyntaxError there.
-            return _Module(name, True, origin, is_package, source)
-        related = sorted(_imported_names(tree, name, is_package))
-        return _Module(name, True, origin, is_package, source, code, related=tuple(related))
+            # Sent as source only: compiling it in the child raises the SyntaxError there.
+            code_bytes = b""
+        related = tuple(sorted(imported_names(text, name, is_package)))
+        compressed = zlib.compress(source, 6)
+        return _Module(name, True, origin, is_package, compressed, code_bytes, related=related)
 
     def _closure(self, name: str) -> list[_Module]:
         """The module and, within its top-level package, what it imports, transitively."""
         top = name.partition(".")[0]
         order = [self._find(name)]
         seen = {name}
-        queue = list(order[0].related)
-        parts = name.split(".")
-        queue += [".".join(parts[:i]) for i in range(1, len(parts))]
+        queue = [*order[0].related, *_parents(name)]
         while queue:
             other = queue.pop()
             if other in seen or other.partition(".")[0] != top:
@@ -255,7 +305,9 @@ class ModuleResponder:
             module = self._find(other)
             if module.found:
                 order.append(module)
+                # A module's parent packages are imported before it: send them along.
                 queue.extend(module.related)
+                queue.extend(_parents(other))
         return order
 
     def answer(

@@ -1,14 +1,18 @@
 """The runtime of a child context: what runs in every interpreter the master starts.
 
-The bootstrap hands :func:`main` a function that reads exact byte counts from fd 0.  From then on:
+The bootstrap hands :func:`main` a function that reads exact byte counts from the stream.  Then:
 
-* fd 0 and fd 1 (one socket, or two pipes) are moved to private descriptors and carry frames;
-  fd 0 becomes ``/dev/null`` and fds 1 and 2 become pipes read by :class:`IoLogger`, so output of
-  the child and of any process it starts reaches the master as log records;
-* an I/O thread reads frames, forwards output and answers shutdown and disconnection;
-* the main thread runs calls one at a time, in arrival order, and writes each reply itself.
+* the stream's descriptors (fd 0 and fd 1, or fd 1 alone when fd 0 is a terminal) are moved to
+  private descriptors and carry frames; fd 0 becomes ``/dev/null`` and fds 1 and 2 become pipes
+  read by :class:`IoLogger`, so output of the child and of any process it starts reaches the
+  master as log records;
+* the main thread runs calls one at a time, in arrival order, and writes each reply itself; while
+  idle it also reads the parent's stream, so a call costs no thread switch;
+* the I/O thread reads the stream while a call runs, forwards output, drives this context's own
+  children (see :mod:`trimitogen.core.parent`) and answers shutdown and disconnection.
 
-The child trusts its parent, but still only accepts messages that claim to come from the parent.
+Trust flows downward: whatever arrives from the parent is obeyed (or routed to a context below);
+a child of this context may only send upward, as itself or as a context below it.
 """
 
 from __future__ import annotations

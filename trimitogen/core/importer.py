@@ -7,8 +7,8 @@ will probably need next, which are kept until imported::
 
     (name, found, origin, is_package, source, code, reason)
 
-``source`` is the module's text (``bytes``), ``code`` a marshalled code object when the
-parent's bytecode format matches ours (or ``b""``), and ``reason`` why ``found`` is False.
+``source`` is the module's text and ``code`` a marshalled code object when the master's bytecode
+format matches ours (or ``b""``), both zlib-compressed; ``reason`` says why ``found`` is False.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import _imp
 import _thread
 import marshal
 import sys
+import zlib
 
 from .errors import LatchError
 from .latch import Latch
@@ -142,15 +143,15 @@ class Importer:
         if is_package:
             module.__path__ = []
         if code:
-            compiled = marshal.loads(code)
+            compiled = marshal.loads(zlib.decompress(code))
         else:
-            compiled = compile(source, origin, "exec", dont_inherit=True)
+            compiled = compile(zlib.decompress(source), origin, "exec", dont_inherit=True)
         exec(compiled, module.__dict__)
 
     def get_source(self, fullname: str) -> Optional[str]:
         """Source text for tracebacks (``linecache`` asks for it lazily)."""
         source = self._sources.get(fullname)
-        return None if source is None else source.decode("utf-8", "replace")
+        return None if source is None else zlib.decompress(source).decode("utf-8", "replace")
 
     def is_package(self, fullname: str) -> bool:
         module = sys.modules.get(fullname)

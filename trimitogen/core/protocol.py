@@ -39,7 +39,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 MASTER_ID = 0
 
 # Well-known handles.  Reply handles are allocated from FIRST_REPLY_HANDLE upwards.
-HANDLE_READY = 1  # child -> parent once the runtime is up: (pid, hexversion)
+HANDLE_READY = 1  # child -> parent once the runtime is up: (pid, hexversion, bytecode magic)
 HANDLE_CALL = 2  # parent -> child: (module, qualname, args, kwargs)
 HANDLE_LOG = 3  # child -> parent: (kind, logger_name, levelno, text)
 HANDLE_SHUTDOWN = 4  # parent -> child: no body
