@@ -7,12 +7,7 @@ for a direct child or in an intermediate context for ``via=``.
 
 from __future__ import annotations
 
-import fcntl
-import functools
-import os
-import socket
 import sys
-import termios
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -20,12 +15,9 @@ from typing import Any, Literal
 import trio
 
 from ._connection import Connection
-from .core.connect import build_plan
+from .core.connect import ChildFds, build_plan
 from .core.errors import ConnectError
 from .core.side import Side
-
-#: Socket buffer size asked for on a child's socketpair.
-SOCKET_BUFFER = 4 * 1024 * 1024
 
 HostKeyPolicy = Literal["enforce", "accept", "ignore"]
 
@@ -60,51 +52,24 @@ class _Method:
         """Spawn the process: a socketpair on fds 0 and 1 (fd 1 only, with the pty on fd 0, for
         su), and a pty (for methods that prompt) or a pipe on fd 2."""
         plan = build_plan(self.spec())
-        parent_sock, child_sock = socket.socketpair()
-        for sock in (parent_sock, child_sock):
-            # Larger buffers mean fewer wake-ups per megabyte; the kernel caps the request.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        if plan.use_pty:
-            # The terminal is only for prompts: sudo, su and ssh open /dev/tty to ask for a
-            # password, so it must be the child's controlling terminal.  Framed data never
-            # crosses it (a line discipline rewrites bytes).
-            err_r, err_w = os.openpty()
-            preexec: Any = functools.partial(fcntl.ioctl, 2, termios.TIOCSCTTY, 0)
-        else:
-            err_r, err_w = os.pipe()
-            preexec = None
-        env = dict(os.environ, **plan.env) if plan.env else None
+        fds = ChildFds(plan)
         try:
-            process = await trio.lowlevel.open_process(
-                plan.argv,
-                stdin=err_w if plan.tty_stdin else child_sock.fileno(),
-                stdout=child_sock.fileno(),
-                stderr=err_w,
-                # Own session: a Ctrl-C meant for the master's terminal must not reach children;
-                # the master shuts them down itself.
-                start_new_session=True,
-                preexec_fn=preexec,
-                env=env,
-            )
+            process = await trio.lowlevel.open_process(plan.argv, **fds.options)
         except OSError as exc:
-            parent_sock.close()
-            os.close(err_r)
+            fds.failed()
             raise ConnectError(
                 "%s: could not start context %r (phase: spawn): %s: %s"
                 % (self.describe(), name, plan.argv[0], exc)
             ) from exc
-        finally:
-            child_sock.close()
-            os.close(err_w)
-        side = Side(None, parent_sock.detach())
+        stream_fd, term_fd = fds.spawned()
+        side = Side(None, stream_fd)
         conn = Connection(
             name=name,
             context_id=context_id,
             process=process,
             rx=side,
             tx=side,
-            stderr=Side(None, err_r),
+            stderr=Side(None, term_fd),
         )
         conn.dialog = plan.dialog
         side.stream = conn

@@ -252,3 +252,64 @@ def su_dialog(username: str, password: Optional[str]) -> PromptDialog:
             (b"does not exist", ConnectError, "there is no such user"),
         ),
     )
+
+
+#: Socket buffer size asked for on a child's socketpair: larger buffers mean fewer wake-ups per
+#: megabyte; the kernel caps the request.
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+class ChildFds:
+    """The descriptors a new child starts with, for ``subprocess.Popen`` or Trio's equivalent.
+
+    Frames travel on a socketpair: the child's end is its fds 0 and 1 (only fd 1 for su, whose
+    fd 0 is the terminal).  fd 2 is a pty where the method may prompt, else a pipe.  The pty is
+    only for prompts: sudo, su and ssh open ``/dev/tty`` to ask for a password, so it must be the
+    child's controlling terminal; framed data never crosses it (a line discipline rewrites
+    bytes).  The child gets a session of its own, so a Ctrl-C meant for the master's terminal does
+    not reach it.
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        import _socket
+        import os
+
+        self.parent_sock, self.child_sock = _socket.socketpair()
+        for sock in (self.parent_sock, self.child_sock):
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, SOCKET_BUFFER)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, SOCKET_BUFFER)
+        preexec: Any = None
+        if plan.use_pty:
+            import fcntl
+            import functools
+            import termios
+
+            self.term_r, self.term_w = os.openpty()
+            preexec = functools.partial(fcntl.ioctl, 2, termios.TIOCSCTTY, 0)
+        else:
+            self.term_r, self.term_w = os.pipe()
+        self.options = {
+            "stdin": self.term_w if plan.tty_stdin else self.child_sock.fileno(),
+            "stdout": self.child_sock.fileno(),
+            "stderr": self.term_w,
+            "start_new_session": True,
+            "preexec_fn": preexec,
+            "env": dict(os.environ, **plan.env) if plan.env else None,
+        }
+
+    def spawned(self) -> Tuple[int, int]:
+        """After a successful spawn: close the child's ends; return (stream fd, terminal fd)."""
+        import os
+
+        self.child_sock.close()
+        os.close(self.term_w)
+        return self.parent_sock.detach(), self.term_r
+
+    def failed(self) -> None:
+        """After a failed spawn: close everything."""
+        import os
+
+        for sock in (self.parent_sock, self.child_sock):
+            sock.close()
+        for fd in (self.term_r, self.term_w):
+            os.close(fd)

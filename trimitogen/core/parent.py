@@ -9,12 +9,11 @@ driven by readiness callbacks and timers, so no wait blocks other traffic.
 
 from __future__ import annotations
 
-import _socket
 import _thread
 import os
 
 from .bootstrap import BootstrapParser
-from .connect import PromptDialog, build_plan
+from .connect import ChildFds, PromptDialog, build_plan
 from .errors import ConnectError, HostKeyError, PasswordError
 from .protocol import HANDLE_READY, FrameDecoder, Message
 from .side import Side, write_parts_blocking
@@ -132,38 +131,16 @@ class Downstream:
     def _spawn(self, plan: Any, request: Dict[str, Any]) -> None:
         import subprocess
 
-        parent_sock, child_sock = _socket.socketpair()
-        if plan.use_pty:
-            import fcntl
-            import functools
-            import termios
-
-            term_r, term_w = os.openpty()
-            preexec: Any = functools.partial(fcntl.ioctl, 2, termios.TIOCSCTTY, 0)
-        else:
-            term_r, term_w = os.pipe()
-            preexec = None
-        env = dict(os.environ, **plan.env) if plan.env else None
+        fds = ChildFds(plan)
         try:
-            self.process = subprocess.Popen(
-                plan.argv,
-                stdin=term_w if plan.tty_stdin else child_sock.fileno(),
-                stdout=child_sock.fileno(),
-                stderr=term_w,
-                start_new_session=True,
-                preexec_fn=preexec,
-                env=env,
-            )
+            self.process = subprocess.Popen(plan.argv, **fds.options)
         except OSError as exc:
-            parent_sock.close()
-            os.close(term_r)
+            fds.failed()
             raise ConnectError("%s: %s" % (plan.argv[0], exc)) from exc
-        finally:
-            child_sock.close()
-            os.close(term_w)
+        stream_fd, term_fd = fds.spawned()
         self.pid = self.process.pid
-        self.rx = self.tx = Side(self, parent_sock.detach())
-        self.term = Side(self, term_r)
+        self.rx = self.tx = Side(self, stream_fd)
+        self.term = Side(self, term_fd)
         self.owner.add_reader(self.term.fileno(), self.on_term_readable)
         self._watch(request)
         self.send_parts([request["payload"], request["config_payload"]])
