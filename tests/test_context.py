@@ -177,12 +177,11 @@ async def test_call_no_reply_runs_in_order(
     await ctx.call_no_reply(rh.print_lines, "first")
     await ctx.call_no_reply(rh.fail, "no one waits for this")
     assert await ctx.call(rh.echo, "after") == "after"
-    with trio.fail_after(WAIT):
-        while not any("no one waits" in r.getMessage() for r in caplog.records):
-            await trio.sleep(0.01)
+    # Output travels on its own pipe, so it may arrive after the reply: wait for both.
+    failure = await _wait_for_record(caplog, "no one waits")
+    await _wait_for_record(caplog, "first")
     stdout = [r.getMessage() for r in caplog.records if r.name == "trimitogen.ctx.test.stdout"]
     assert stdout == ["first"]
-    failure = next(r for r in caplog.records if "no one waits" in r.getMessage())
     assert failure.levelno == logging.ERROR
     assert "builtins.ValueError" in failure.getMessage()
 
@@ -270,6 +269,22 @@ async def test_cancelling_the_block_shuts_down_a_busy_child(no_leaked_fds: None)
                 await ctx.call(rh.sleep, 60)
     assert ctx._conn.process is not None
     assert ctx._conn.process.returncode is not None
+
+
+async def test_calls_sent_before_shutdown_still_complete() -> None:
+    results: list[float] = []
+    async with tm.open_context(tm.local()) as ctx:
+
+        async def slow_call() -> None:
+            results.append(await ctx.call(rh.sleep, 0.1))
+
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(slow_call)
+                await trio.sleep(0.05)  # the three calls are on their way
+                await ctx.shutdown()
+    assert results == [0.1, 0.1, 0.1]
 
 
 async def test_explicit_shutdown() -> None:

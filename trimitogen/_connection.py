@@ -335,7 +335,7 @@ class Connection:
         handle = msg.handle
         reply = self.pending.get(handle)
         if reply is not None:
-            if msg.src != reply.target:
+            if msg.src != reply.target and not self._may_bounce(msg, reply.target):
                 # Only the context that was asked may answer: a reply is not a way for another
                 # context on this connection to put words in its mouth.
                 self.logger.warning(
@@ -362,6 +362,11 @@ class Connection:
             self.on_message(msg)
         else:
             self.logger.debug("dropped %r: nothing waits on handle %d", msg, handle)
+
+    def _may_bounce(self, msg: Message, target: int) -> bool:
+        """An undeliverable-message notice may come from any context above the target."""
+        route = self.routes.get(target)
+        return msg.is_dead and route is not None and route.is_below(msg.src)
 
     def _on_del_route(self, msg: Message) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -327,7 +328,8 @@ async def open_context(
                 nursery.start_soon(conn.waiter)
             try:
                 config = _child_config(conn.route, MASTER_ID)
-                conn.send_parts([runtime_payload(), config_payload(config)])
+                payload = runtime_payload(compiled=_runs_this_interpreter(method))
+                conn.send_parts([payload, config_payload(config)])
                 await _await_ready(conn, method, connect_timeout)
                 yield Context(conn.route, None)
             except BaseException as exc:
@@ -344,6 +346,17 @@ async def open_context(
             raise error
         finally:
             del error
+
+
+def _runs_this_interpreter(method: Method) -> bool:
+    """True if ``method`` starts the master's own interpreter, which can take compiled code."""
+    python: tuple[str, ...] = getattr(method, "python", ())
+    if method.kind != "local" or not python:
+        return False
+    # Options only: a script argument would be what runs, not the bootstrap.
+    if not all(arg.startswith("-") for arg in python[1:]):
+        return False
+    return os.path.realpath(python[0]) == os.path.realpath(sys.executable)
 
 
 def connect_failure(what: str, name: str, phase: str, reason: str, lines: list[str]) -> str:
@@ -422,6 +435,12 @@ async def _open_via(
             raise ConnectError(
                 "%s: could not start context %r: %r did not answer within %gs"
                 % (what, name, parent.name, connect_timeout + SHUTDOWN_GRACE)
+            )
+        if reply.msg.is_dead:
+            raise ConnectError(
+                connect_failure(
+                    what, name, "spawn", bytes(reply.msg.data).decode("utf-8", "replace"), []
+                )
             )
         answer = reply.msg.unpickle()
         if answer[0] is not True:

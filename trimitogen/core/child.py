@@ -47,7 +47,7 @@ from .side import Side, set_nonblocking, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 
 #: Seconds a child waits for a running call to finish after shutdown or loss of its parent.
@@ -192,6 +192,7 @@ class ExternalContext:
         #: Direct children, and the route to every context below this one.
         self.children: Dict[int, Any] = {}
         self._forked: List[Any] = []
+        self._cancelled: Set[Any] = set()
         #: Context ids the parent asked a child of ours to start: child announcements must match.
         self._expected: Dict[int, Any] = {}
         self.routes: Dict[int, Any] = {}
@@ -264,8 +265,7 @@ class ExternalContext:
             os.read(self._wake_r, 4096)
         except BlockingIOError:
             pass
-        while self._for_io:
-            self._dispatch(self._for_io.pop(0))
+        self._drain_for_io()
         if self._parent_eof and not self._io_finished:
             self._on_parent_lost()
             self._io_finished = True
@@ -310,6 +310,8 @@ class ExternalContext:
             self._rx_registered = False
             return
         try:
+            # Messages the main thread read earlier go first, so order is kept.
+            self._drain_for_io()
             alive = self._on_receive(self._dispatch)
         finally:
             self._rx_lock.release()
@@ -322,6 +324,10 @@ class ExternalContext:
             logger.drain()
         self._release_io_done()
         self._io_finished = True
+
+    def _drain_for_io(self) -> None:
+        while self._for_io:
+            self._dispatch(self._for_io.pop(0))
 
     def _release_io_done(self) -> None:
         if not self._io_done_released:
@@ -385,9 +391,13 @@ class ExternalContext:
         elif msg.handle == HANDLE_SPAWN:
             self._spawn_child(msg)
         elif msg.handle == HANDLE_KILL:
-            child = self.children.get(msg.unpickle())
+            context_id = msg.unpickle()
+            child = self.children.get(context_id)
             if child is not None:
                 child.kill()
+            else:
+                # Not started yet (a fork waiting behind calls): it must not start later.
+                self._cancelled.add(context_id)
         else:
             self.send_log(
                 "log",
@@ -470,6 +480,7 @@ class ExternalContext:
             sides += [child.rx, child.term]
         fds = [side.fd for side in sides if side is not None and side.fd is not None]
         fds += [self._main_done_r, self._main_done_w, self._wake_r, self._wake_w]
+        fds += [self._main_wake_r, self._main_wake_w]
         fds += [fd for _request, _src, _handle, _pid, fd in self._forked]
         return fds
 
@@ -602,8 +613,11 @@ class ExternalContext:
         if msg.handle == HANDLE_SPAWN:
             from .forking import fork_child
 
+            request = msg.unpickle()
+            if request["context_id"] in self._cancelled:
+                return  # the master gave up waiting for it
             try:
-                fork_child(self, msg.unpickle(), msg.src, msg.reply_to)
+                fork_child(self, request, msg.src, msg.reply_to)
             except Exception as exc:
                 failure: Tuple[Any, ...] = (False, "connect", "spawn", "fork failed: %r" % exc, ())
                 self.reply(msg.src, msg.reply_to, failure)
@@ -669,7 +683,8 @@ class ExternalContext:
         poller = select.poll()
         poller.register(self.rx.fileno(), _POLLIN)
         poller.register(self._main_wake_r, _POLLIN)
-        while not self._stopping:
+        # Calls that arrived before a shutdown still run (the watchdog bounds how long).
+        while self._queue or not self._stopping:
             if self._queue:
                 msg = self._queue.pop(0)
                 if not self._busy:
@@ -696,7 +711,8 @@ class ExternalContext:
     def _dispatch_from_main(self, msg: Message) -> None:
         """A message read by the main thread: calls stay here, the rest goes to the I/O thread."""
         if msg.dst == self.context_id and msg.handle == HANDLE_CALL:
-            self._queue.append(msg)
+            if not self._stopping:
+                self._queue.append(msg)
         else:
             if msg.dst == self.context_id and msg.handle == HANDLE_SHUTDOWN:
                 self._stopping = True

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 
 def fork_child(owner: Any, request: Dict[str, Any], requester: int, reply_to: int) -> None:
     """Fork; in the parent hand the child's stream to the I/O thread, in the child never return."""
+    for stream in (sys.stdout, sys.stderr):
+        # Output still buffered would otherwise be written once by each process.
+        try:
+            stream.flush()
+        except Exception:
+            pass
     parent_sock, child_sock = _socket.socketpair()
     with warnings.catch_warnings():
         # Python 3.12+ warns that forking a threaded process may deadlock the child.  The child
