@@ -7,9 +7,10 @@ trimitogen and, for the local section, whether the design targets are met.  Timi
 the script fail: it exits non-zero only if a measurement could not be taken at all.
 
 Sections (``--sections``): ``local`` (start-up, teardown, round trip, transfers), ``import``
-(first call into a package that only the master has), ``ssh``, ``sudo`` and ``hop`` (ssh then
-sudo) start-up to first call.  The last three create throwaway users and a real sshd with
-``tests/infra.py`` (root only) and remove them again at the end.
+(first call into a package that only the master has), ``fork`` (a forked copy: start-up to first
+call, close, round trip), ``ssh``, ``sudo`` and ``hop`` (ssh then sudo) start-up to first call.
+The last three create throwaway users and a real sshd with ``tests/infra.py`` (root only) and
+remove them again at the end.
 
 Run ``python benchmarks/compare.py --help`` for the options.
 """
@@ -37,7 +38,7 @@ from typing import Any
 
 LIBRARIES = ("trimitogen", "mitogen", "execnet")
 PEERS = ("mitogen", "execnet")
-SECTIONS = ("local", "import", "ssh", "sudo", "hop")
+SECTIONS = ("local", "import", "fork", "ssh", "sudo", "hop")
 #: Sections that need throwaway users (and, but for sudo, an sshd) from tests/infra.py.
 REMOTE_SECTIONS = ("ssh", "sudo", "hop")
 MIB = 1024 * 1024
@@ -64,6 +65,8 @@ for op, arg in channel:
 UNSUPPORTED = {
     ("execnet", "import"): "execnet serves no modules (a child imports only what is "
     "installed where it runs)",
+    ("execnet", "fork"): "execnet has no fork method (every gateway starts a new interpreter: "
+    "popen, ssh, socket)",
 }
 
 
@@ -81,6 +84,8 @@ class Plan:
     package_warmup: int
     remote_runs: int  # per measurement of the ssh, sudo and hop sections, floors included
     remote_warmup: int
+    fork_runs: int  # per fork variant; its first fork is kept apart, then fork_warmup more
+    fork_warmup: int
     nbytes: int = 64 * MIB
 
 
@@ -95,6 +100,8 @@ FULL_PLAN = Plan(
     package_warmup=1,
     remote_runs=9,
     remote_warmup=1,
+    fork_runs=21,
+    fork_warmup=1,
 )
 QUICK_PLAN = Plan(
     startup_runs=2,
@@ -107,6 +114,8 @@ QUICK_PLAN = Plan(
     package_warmup=0,
     remote_runs=1,
     remote_warmup=0,
+    fork_runs=2,
+    fork_warmup=0,
 )
 
 
@@ -134,6 +143,16 @@ class Samples:
     sudo: list[float] = field(default_factory=list)
     hop: list[float] = field(default_factory=list)
     hop_via: list[float] = field(default_factory=list)  # execnet: two gateways, via=
+    # fork section, two variants: "fork_via" (a started local context forks itself) and "fork"
+    # (trimitogen: fork() without via, from its fork server; mitogen: the master forks itself)
+    fork_via_first: list[float] = field(default_factory=list)  # the variant's first fork+call
+    fork_via_open: list[float] = field(default_factory=list)  # fork until the first reply
+    fork_via_close: list[float] = field(default_factory=list)  # from then until it is gone
+    fork_via_rtt: list[float] = field(default_factory=list)  # one no-op call on a fork each
+    fork_first: list[float] = field(default_factory=list)  # trimitogen: includes server start
+    fork_open: list[float] = field(default_factory=list)
+    fork_close: list[float] = field(default_factory=list)
+    fork_rtt: list[float] = field(default_factory=list)
     #: section -> why this library cannot take part
     unsupported: dict[str, str] = field(default_factory=dict)
     #: section -> the traceback that ended its measurement
@@ -382,6 +401,40 @@ async def _repeat_async(
     return timings[warmup:]
 
 
+#: The fork section's rows: (label, error key, Samples attribute prefix) per library; the first
+#: row of each is the via= variant, where a started local context forks itself.
+FORK_VARIANTS = {
+    "trimitogen": (
+        ("trimitogen, via=local", "fork, via=", "fork_via"),
+        ("trimitogen, fork server", "fork, no via", "fork"),
+    ),
+    "mitogen": (
+        ("mitogen, via=local", "fork, via=", "fork_via"),
+        ("mitogen, master forks", "fork, no via", "fork"),
+    ),
+}
+
+
+def _check_fork(pid: int, not_pids: set[int]) -> None:
+    if pid in not_pids:
+        raise RuntimeError("the forked context runs in process %d, not in a new one" % pid)
+
+
+def _keep_fork(
+    samples: Samples,
+    prefix: str,
+    runs: Sequence[tuple[float, float]],
+    warmup: int,
+    rtt: Sequence[float],
+) -> None:
+    """Store one fork variant: its first run apart, then (after ``warmup``) open and close."""
+    getattr(samples, prefix + "_first").append(runs[0][0])
+    for opened, closed in runs[1 + warmup :]:
+        getattr(samples, prefix + "_open").append(opened)
+        getattr(samples, prefix + "_close").append(closed)
+    getattr(samples, prefix + "_rtt").extend(rtt)
+
+
 def bench_trimitogen(
     python: str, plan: Plan, sections: Sequence[str], remote: Remote | None
 ) -> tuple[str, Samples]:
@@ -534,6 +587,43 @@ def bench_trimitogen(
         timings = await _repeat_async(plan.remote_warmup, plan.remote_runs, once)
         getattr(samples, section).extend(timings)
 
+    async def fork_once(via: tm.Context | None) -> tuple[float, float]:
+        """Fork (from ``via``, or from the fork server) until the first reply; then close."""
+        t0 = time.perf_counter()
+        async with tm.open_context(tm.fork(), via=via) as ctx:
+            await ctx.call(abs, 0)
+            t1 = time.perf_counter()
+        return t1 - t0, time.perf_counter() - t1
+
+    async def fork_rtt(via: tm.Context | None, not_pids: set[int]) -> list[float]:
+        timings = []
+        async with tm.open_context(tm.fork(), via=via) as ctx:
+            _check_fork(await ctx.call(os.getpid), not_pids)
+            for _ in range(plan.rtt_warmup):
+                await ctx.call(abs, 0)
+            for _ in range(plan.rtt_calls):
+                t0 = time.perf_counter()
+                await ctx.call(abs, 0)
+                timings.append(time.perf_counter() - t0)
+        return timings
+
+    async def fork_variant(key: str, prefix: str, via: tm.Context | None, pids: set[int]) -> None:
+        # The first fork without via also starts the run's fork server: kept apart as "first".
+        try:
+            runs = [await fork_once(via) for _ in range(1 + plan.fork_warmup + plan.fork_runs)]
+            rtt = await fork_rtt(via, pids)
+        except Exception:
+            samples.errors[key] = _error_text()
+            return
+        _keep_fork(samples, prefix, runs, plan.fork_warmup, rtt)
+
+    async def fork_section() -> None:
+        (_, via_key, via_prefix), (_, key, prefix) = FORK_VARIANTS["trimitogen"]
+        async with tm.open_context(tm.local(python=python)) as parent:
+            pids = {os.getpid(), await parent.call(os.getpid)}
+            await fork_variant(via_key, via_prefix, parent, pids)
+        await fork_variant(key, prefix, None, {os.getpid()})
+
     async def main() -> None:
         for section in sections:
             try:
@@ -541,6 +631,8 @@ def bench_trimitogen(
                     await local_section()
                 elif section == "import":
                     await import_section()
+                elif section == "fork":
+                    await fork_section()
                 else:
                     await remote_section(section)
             except Exception:
@@ -702,12 +794,65 @@ def bench_mitogen(
 
         getattr(samples, section).extend(_repeat(plan.remote_warmup, plan.remote_runs, once))
 
+    def fork_section() -> None:
+        """``router.fork(via=local_ctx)`` (the local context forks) and ``router.fork()``
+        (mitogen.fork: the master process forks itself), each closed with
+        ``ctx.shutdown(wait=True)``; one Broker and Router for the whole section."""
+        broker = mitogen.master.Broker()
+        try:
+            router = mitogen.master.Router(broker)
+
+            def once(via: Any) -> tuple[float, float]:
+                t0 = time.perf_counter()
+                ctx = router.fork(via=via)
+                ctx.call(abs, 0)
+                t1 = time.perf_counter()
+                ctx.shutdown(wait=True)
+                return t1 - t0, time.perf_counter() - t1
+
+            def rtt(via: Any, not_pids: set[int]) -> list[float]:
+                timings = []
+                ctx = router.fork(via=via)
+                try:
+                    _check_fork(int(ctx.call(os.getpid)), not_pids)
+                    for _ in range(plan.rtt_warmup):
+                        ctx.call(abs, 0)
+                    for _ in range(plan.rtt_calls):
+                        t0 = time.perf_counter()
+                        ctx.call(abs, 0)
+                        timings.append(time.perf_counter() - t0)
+                finally:
+                    ctx.shutdown(wait=True)
+                return timings
+
+            def variant(key: str, prefix: str, via: Any, pids: set[int]) -> None:
+                # The first fork via= also upgrades the local context to a parent: kept apart.
+                try:
+                    runs = [once(via) for _ in range(1 + plan.fork_warmup + plan.fork_runs)]
+                    timings = rtt(via, pids)
+                except Exception:
+                    samples.errors[key] = _error_text()
+                    return
+                _keep_fork(samples, prefix, runs, plan.fork_warmup, timings)
+
+            (_, via_key, via_prefix), (_, key, prefix) = FORK_VARIANTS["mitogen"]
+            parent = router.local(python_path=python)
+            pids = {os.getpid(), int(parent.call(os.getpid))}
+            variant(via_key, via_prefix, parent, pids)
+            parent.shutdown(wait=True)
+            variant(key, prefix, None, {os.getpid()})
+        finally:
+            broker.shutdown()
+            broker.join()
+
     for section in sections:
         try:
             if section == "local":
                 local_section()
             elif section == "import":
                 import_section()
+            elif section == "fork":
+                fork_section()
             else:
                 remote_section(section)
         except Exception:
@@ -1179,6 +1324,75 @@ def format_import_section(outcomes: dict[str, Outcome], plan: Plan) -> list[str]
 
 
 # --------------------------------------------------------------------------------------------
+# The fork section's table
+# --------------------------------------------------------------------------------------------
+
+FORK_COLUMNS = (("open+call", "ms"), ("close", "ms"), ("first", "ms"), ("round trip", "us"))
+
+
+def format_fork_section(outcomes: dict[str, Outcome], plan: Plan) -> list[str]:
+    width = SECTION_LABEL_WIDTH
+    lines = [
+        "fork: a forked copy, fork until the reply to its first no-op call, close, round trip;",
+        "median of %d (+1 first, +%d warm-up); round trip: median of %d calls (+%d warm-up)"
+        % (plan.fork_runs, plan.fork_warmup, plan.rtt_calls, plan.rtt_warmup),
+        "",
+        _row("", [header for header, _ in FORK_COLUMNS], width),
+        _row("", [unit for _, unit in FORK_COLUMNS], width),
+    ]
+    values: dict[str, list[list[float]]] = {}  # library -> one row of medians per variant
+    for library, outcome in outcomes.items():
+        if library not in FORK_VARIANTS:
+            lines.append(library.ljust(width) + (_state(outcome, "fork") or "n/a"))
+            continue
+        for label, key, prefix in FORK_VARIANTS[library]:
+            state = _state(outcome, "fork") or _state(outcome, key)
+            if state is not None:
+                lines.append(label.ljust(width) + state)
+                values.setdefault(library, []).append([])
+                continue
+            assert outcome.samples is not None
+            row = [
+                statistics.median(getattr(outcome.samples, prefix + "_open")) * 1e3,
+                statistics.median(getattr(outcome.samples, prefix + "_close")) * 1e3,
+                getattr(outcome.samples, prefix + "_first")[0] * 1e3,
+                statistics.median(getattr(outcome.samples, prefix + "_rtt")) * 1e6,
+            ]
+            values.setdefault(library, []).append(row)
+            lines.append(_row(label, [_number(value) for value in row], width))
+    base = values.get("trimitogen")
+    peer = values.get("mitogen")
+    if base is not None and peer is not None:
+        for basis, mine, theirs in zip(
+            ("mitogen/trimitogen, via=", "mitogen/trimitogen, no via"), base, peer, strict=True
+        ):
+            if mine and theirs:
+                cells = [_ratio(p, b) for p, b in zip(theirs, mine, strict=True)]
+                lines.append(_row(basis, cells, width))
+    if base is not None and len(base) > 1 and base[1]:
+        opened, _, first, _ = base[1]
+        lines += [
+            "",
+            "trimitogen's fork server: the run's first fork() without via took %s ms, %s ms more"
+            % (_number(first), _number(first - opened)),
+            "than a fork from the started server (the server's own start).",
+        ]
+    lines += [
+        "",
+        "open+call: fork until the reply to ctx.call(abs, 0); close: from that reply until the",
+        "copy is gone (trimitogen: leaving open_context; mitogen: ctx.shutdown(wait=True));",
+        "first: the variant's first fork of the run (open+call, one sample, not in the median);",
+        "round trip: one no-op call on a forked context. via=local: a local context, started",
+        "once, forks itself (open_context(fork(), via=ctx); router.fork(via=ctx)), the copy is",
+        "its child. trimitogen's master never forks: fork() without via copies the run's fork",
+        "server (a local context), whose own start is in that row's first. mitogen.fork without",
+        "via forks the master process itself (one hop less for every call). The first via= fork",
+        "of mitogen also makes the local context a parent (upgrade_router).",
+    ]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
 # The ssh, sudo and hop sections: infrastructure, floors, tables
 # --------------------------------------------------------------------------------------------
 
@@ -1386,8 +1600,8 @@ def _csv(text: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Compare trimitogen with mitogen and execnet: start-up, round trip and "
-        "64 MiB transfers, first call into a package only the master has, and ssh, sudo and "
-        "ssh->sudo start-up; each library measured in a subprocess of its own."
+        "64 MiB transfers, first call into a package only the master has, forked copies, and "
+        "ssh, sudo and ssh->sudo start-up; each library measured in a subprocess of its own."
     )
     parser.add_argument(
         "--python",
@@ -1557,6 +1771,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "import" in args.sections:
         print()
         for line in format_import_section(outcomes, plan):
+            print(line)
+    if "fork" in args.sections:
+        print()
+        for line in format_fork_section(outcomes, plan):
             print(line)
     for section in REMOTE_SECTIONS:
         if section in args.sections:
