@@ -68,7 +68,20 @@ def main() -> None:
             send(0, me, reply_to, 0, pickle.dumps((True, Evil())))
         elif mode == "evil-log":
             send(0, me, 3, 0, pickle.dumps(("log", "x", 40, Evil())))
+            send(0, me, 3, 0, pickle.dumps((5, ["not", "a", "name"], "20", b"text")))
             send(0, me, reply_to, 0, pickle.dumps((True, "after evil log")))
+        elif mode == "bad-requests":
+            # Module requests no master should choke on, and a body that would allocate 1 GiB.
+            send(0, me, 5, 0, pickle.dumps("a." * 600 + "a"))
+            send(0, me, 5, 0, pickle.dumps("distutils"))
+            send(0, me, 5, 0, pickle.dumps(b"not a name"))
+            send(0, me, reply_to, 0, b"cbuiltins\nbytearray\nJ\x00\x00\x00@\x85R.")
+        elif mode == "garbage-up":
+            # Below an intermediate: malformed bodies for the handles it reads itself.
+            send(parent, me, 5, 0, b"garbage")
+            send(0, me, 9, 0, pickle.dumps([1]))
+            send(0, me, 10, 0, pickle.dumps(5))
+            send(0, me, reply_to, 0, pickle.dumps((True, "still standing")))
         elif mode == "spoofed-origin":
             send(0, me + 1000, reply_to, 0, pickle.dumps((True, "spoofed")))
             send(5, me, reply_to, 0, pickle.dumps((True, "misaddressed")))

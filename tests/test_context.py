@@ -144,6 +144,28 @@ async def test_large_payloads_both_directions(ctx: tm.Context, size_mib: int) ->
     assert down == b"\x01\x02\x03\x04" * (size // 4)
 
 
+async def test_many_separate_buffers_in_one_message(ctx: tm.Context) -> None:
+    # More large bytes values than one writev() may carry (1024).
+    chunks = [bytes([i % 256]) * 70_000 for i in range(1100)]
+    assert await ctx.call(len, chunks) == 1100
+    assert await ctx.call(rh.echo, chunks) == chunks
+
+
+async def test_oversized_arguments_are_refused_before_sending(ctx: tm.Context) -> None:
+    with pytest.raises(ValueError, match="message limit"):
+        await ctx.call(len, bytes(300 << 20))
+    assert await ctx.call(rh.echo, 1) == 1
+
+
+async def test_a_flood_of_queued_calls_does_not_stall_the_child(ctx: tm.Context) -> None:
+    with trio.fail_after(WAIT * 2):
+        await ctx.call_no_reply(rh.sleep, 0.5)
+        for i in range(70_000):
+            await ctx.call_no_reply(rh.echo, i)
+        await ctx.call(rh.print_lines, "x" * 100_000)
+        assert await ctx.call(rh.echo, "done") == "done"
+
+
 async def test_remote_exception_is_a_call_error(ctx: tm.Context) -> None:
     with pytest.raises(tm.CallError) as info:
         await ctx.call(rh.fail, "it broke")

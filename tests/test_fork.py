@@ -115,3 +115,18 @@ async def test_fork_on_newer_pythons_with_warnings_as_errors(
         ):
             assert await copy.call(rh.getppid) == parent.pid
             assert await copy.call(rh.version) >= (3, 12)
+
+
+async def test_a_dead_fork_server_is_replaced() -> None:
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.fork()) as first:
+            server = await first.call(os.getppid)
+        os.kill(server, 9)
+        while True:  # the master notices the server is gone
+            try:
+                async with tm.open_context(tm.fork()) as second:
+                    new_server = await second.call(os.getppid)
+                break
+            except tm.Error:
+                await trio.sleep(0.05)
+        assert new_server != server

@@ -126,3 +126,24 @@ async def test_hostile_grandchild_cannot_forge_or_claim(
     messages = " | ".join(r.getMessage() for r in caplog.records)
     assert "claiming to come from context %d" % middle.context_id in messages
     assert "announced a context it was not asked to start" in messages
+
+
+async def test_bad_requests_and_allocation_bombs_are_refused(
+    open_hostile: OpenHostile, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = set(sys.modules)
+    async with open_hostile("bad-requests") as ctx:
+        with pytest.raises(tm.StreamError, match="bytearray"):
+            await ctx.call(rh.echo, 1)
+        assert await ctx.call(rh.echo, 2) == "honest answer"
+    # Asking for "distutils" ran no finder that imports things into the master.
+    assert not {m for m in set(sys.modules) - before if m.startswith(("distutils", "setuptools"))}
+
+
+async def test_intermediate_survives_garbage_from_below(no_leaked_fds: None) -> None:
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local(), name="middle") as middle:
+            hostile = tm.local(python=[sys.executable, HOSTILE, "garbage-up"])
+            async with tm.open_context(hostile, via=middle) as bad:
+                assert await bad.call(rh.echo, 1) == "still standing"
+            assert await middle.call(rh.echo, "alive") == "alive"

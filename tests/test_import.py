@@ -275,3 +275,19 @@ def test_functions_of_the_main_script(tmp_path: Path) -> None:
     assert doubled == 42
     assert str(child_pid) == result_line.rsplit(" ", 1)[1]
     assert child_pid != os.getpid()
+
+
+async def test_namespace_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "ns_root"
+    write_tree(
+        root / "nspkg_tmg" / "sub", {"mod.py": "def value():\n    return 'from a namespace'\n"}
+    )
+    monkeypatch.syspath_prepend(str(root))
+    import nspkg_tmg.sub.mod  # type: ignore[import-not-found]
+
+    try:
+        async with tm.open_context(tm.local()) as ctx:
+            assert await ctx.call(nspkg_tmg.sub.mod.value) == "from a namespace"
+    finally:
+        for name in [m for m in sys.modules if m.startswith("nspkg_tmg")]:
+            del sys.modules[name]

@@ -30,7 +30,7 @@ from .core.protocol import (
     Message,
     dumps_body,
 )
-from .core.side import Side
+from .core.side import IOV_MAX, Side
 
 log = logging.getLogger("trimitogen")
 
@@ -233,7 +233,7 @@ class Connection:
         parts = [part for part in parts if len(part)]
         while parts:
             try:
-                n = self.tx.writev(parts)
+                n = self.tx.writev(parts[:IOV_MAX])
             except BlockingIOError:
                 return parts
             except OSError as exc:
@@ -271,7 +271,7 @@ class Connection:
                 left = self._write_some(self._outq[0])
                 if left:
                     self._outq[0] = left
-                else:
+                elif self._outq:  # a failed write empties the queue
                     self._outq.popleft()
 
     # -- reading -----------------------------------------------------------------------------
@@ -315,7 +315,12 @@ class Connection:
                 await trio.lowlevel.wait_readable(fd)
                 continue
             for msg in self.decoder.messages():
-                self._dispatch(msg)
+                try:
+                    self._dispatch(msg)
+                except Exception:
+                    # One bad message (hostile, or a module the master cannot read) must not
+                    # end the connection's reader; it is logged and dropped.
+                    self.logger.exception("could not handle %r from context %d", msg, msg.src)
             reads += 1
             if reads >= _READS_PER_YIELD:
                 reads = 0
@@ -455,9 +460,8 @@ class Connection:
     def _on_log(self, msg: Message) -> None:
         try:
             kind, name, levelno, text = msg.unpickle()
-            levelno = int(levelno)
-            name = str(name)
-            text = str(text)
+            if not all(type(v) is str for v in (kind, name, text)) or type(levelno) is not int:
+                raise TypeError("fields of the wrong types")
         except (StreamError, TypeError, ValueError) as exc:
             self.logger.warning("malformed log message: %s", exc)
             return
@@ -513,6 +517,8 @@ class Connection:
 
     def _stderr_line(self, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")
+        if self.dialog is not None:
+            text = self.dialog.redact(text)
         self.stderr_tail.append(text)
         self.logger.getChild("stderr").info("%s", text)
 
@@ -566,5 +572,6 @@ class Connection:
         """The last lines the child printed (pre-bootstrap output and stderr), for errors."""
         lines = self.bootstrap.output_lines()[-TAIL_LINES:] + list(self.stderr_tail)
         if self.stderr_partial.strip():
-            lines.append(self.stderr_partial.decode("utf-8", "replace").strip())
+            partial = self.stderr_partial.decode("utf-8", "replace").strip()
+            lines.append(self.dialog.redact(partial) if self.dialog is not None else partial)
         return lines[-TAIL_LINES:]

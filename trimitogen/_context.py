@@ -123,6 +123,11 @@ class Context:
             data = dumps_body((module, qualname, args, kwargs))
         except TypeError as exc:
             raise TypeError("arguments of %s.%s: %s" % (module, qualname, exc)) from None
+        if len(data) > DEFAULT_MAX_MESSAGE_SIZE:
+            raise ValueError(
+                "arguments of %s.%s encode to %d bytes, over the %d-byte message limit: send "
+                "them in several calls" % (module, qualname, len(data), DEFAULT_MAX_MESSAGE_SIZE)
+            )
         return Message(self.context_id, MASTER_ID, HANDLE_CALL, reply_to, data)
 
     @overload
@@ -485,6 +490,7 @@ class _ForkServer:
         self.ready = trio.Event()
         self.context: Context | None = None
         self.error: BaseException | None = None
+        self.finished = False
 
 
 _FORK_SERVER: trio.lowlevel.RunVar[_ForkServer] = trio.lowlevel.RunVar("trimitogen_fork_server")
@@ -492,26 +498,37 @@ _FORK_SERVER: trio.lowlevel.RunVar[_ForkServer] = trio.lowlevel.RunVar("trimitog
 
 async def _fork_server() -> Context:
     try:
-        server = _FORK_SERVER.get()
+        server: _ForkServer | None = _FORK_SERVER.get()
     except LookupError:
+        server = None
+    if server is None or server.finished:
+        # First use in this run, or the previous server died: start one.
         server = _ForkServer()
         _FORK_SERVER.set(server)
         trio.lowlevel.spawn_system_task(_run_fork_server, server, name="trimitogen fork server")
     await server.ready.wait()
-    if server.context is None:
+    context = server.context
+    if context is None or server.finished:
         raise ConnectError("the fork server could not start: %s" % (server.error,))
-    return server.context
+    return context
 
 
 async def _run_fork_server(server: _ForkServer) -> None:
     # A system task: it lives until the run ends, when Trio cancels it and the context's own
-    # shutdown stops and reaps the server.
+    # shutdown stops and reaps the server, or until the server dies (a later fork() then starts
+    # a new one).
     try:
         async with open_context(local(), name="fork-server") as context:
             server.context = context
             server.ready.set()
-            await trio.sleep_forever()
+            await context._route.gone.wait()
+            logging.getLogger("trimitogen").warning(
+                "the fork server is gone (%s); the next fork() starts a new one",
+                context._route.dead_reason,
+            )
     except Exception as exc:
         server.error = exc
-        _FORK_SERVER.set(_ForkServer())  # let a later fork() try again
+        logging.getLogger("trimitogen").warning("the fork server failed: %s", exc)
+    finally:
+        server.finished = True
         server.ready.set()

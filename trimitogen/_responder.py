@@ -154,6 +154,10 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+#: Longest module name the responder looks up (anything longer is not a real module).
+MAX_NAME = 512
+
+
 class ModuleResponder:
     """Finds, reads and compiles modules for children, caching what it learns.
 
@@ -210,7 +214,9 @@ class ModuleResponder:
             return spec
         parent = name.rpartition(".")[0]
         if not parent:
-            return importlib.util.find_spec(name)
+            # The plain path search first: other finders on the master's meta path may do
+            # things when asked (setuptools' distutils shim imports modules into the master).
+            return PathFinder.find_spec(name) or importlib.util.find_spec(name)
         found = self._find(parent)
         if not (found.found and found.is_package):
             return None
@@ -219,6 +225,18 @@ class ModuleResponder:
     def _load(self, name: str) -> _Module:
         if name == MAIN_ALIAS:
             return self._load_main()
+        if len(name) > MAX_NAME or not all(part.isidentifier() for part in name.split(".")):
+            return _Module(name, False, reason="it is not a module name")
+        if name.partition(".")[0] in sys.stdlib_module_names:
+            # Decided before any finder runs: asking finders has side effects for some names.
+            return _Module(name, False, reason="it is in the standard library, which is not sent")
+        try:
+            return self._load_found(name)
+        except Exception as exc:
+            # A file the master cannot read or decode must not break the master's side.
+            return _Module(name, False, reason="the master cannot load it (%r)" % (exc,))
+
+    def _load_found(self, name: str) -> _Module:
         try:
             spec = self._spec(name)
         except (ImportError, ValueError) as exc:
@@ -232,7 +250,14 @@ class ModuleResponder:
         search_path = tuple(spec.submodule_search_locations or ())
         if origin is None or origin == "namespace" or not spec.has_location:
             if is_package:  # a namespace package: an empty package in the child
-                return _Module(name, True, "namespace:" + name, True, search_path=search_path)
+                return _Module(
+                    name,
+                    True,
+                    "namespace:" + name,
+                    True,
+                    zlib.compress(b""),
+                    search_path=search_path,
+                )
             return _Module(name, False, reason="it is built into the master's interpreter")
         loader = spec.loader
         get_source = getattr(loader, "get_source", None)
@@ -284,8 +309,8 @@ class ModuleResponder:
             if code is None:
                 code = compile(source, origin, "exec", dont_inherit=True)
             code_bytes = zlib.compress(marshal.dumps(_retarget(code, origin)), 6)
-        except SyntaxError:
-            # Sent as source only: compiling it in the child raises the SyntaxError there.
+        except (SyntaxError, ValueError):
+            # Sent as source only: compiling it in the child raises the same error there.
             code_bytes = b""
         related = tuple(sorted(imported_names(text, name, is_package)))
         compressed = zlib.compress(source, 6)

@@ -43,7 +43,7 @@ from .protocol import (
     dumps,
     dumps_body,
 )
-from .side import Side, set_nonblocking, write_parts_blocking
+from .side import Side, set_nonblocking, wait_fd, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,8 +100,7 @@ class IoLogger:
             try:
                 if not self.on_readable():
                     return
-                r, _, _ = select.select([self.side.fd], [], [], 0)
-                if not r:
+                if not wait_fd(self.side.fd, select.POLLIN, 0):
                     break
             except OSError:
                 break
@@ -172,6 +171,7 @@ class ExternalContext:
         self._for_io: List[Message] = []
         self._main_wake_r, self._main_wake_w = os.pipe()
         set_nonblocking(self._main_wake_r)
+        set_nonblocking(self._main_wake_w)
         self._io_done_released = False
         self._wlock = _thread.allocate_lock()
         self._io_done = _thread.allocate_lock()
@@ -188,6 +188,7 @@ class ExternalContext:
         self._timers: List[Tuple[float, Callable[[], None]]] = []
         self._wake_r, self._wake_w = os.pipe()
         set_nonblocking(self._wake_r)
+        set_nonblocking(self._wake_w)
         self._io_finished = False
         #: Direct children, and the route to every context below this one.
         self.children: Dict[int, Any] = {}
@@ -240,6 +241,11 @@ class ExternalContext:
             self._io_loop_inner()
         except BaseException as exc:  # the thread must never die silently
             try:
+                import traceback
+
+                text = "the I/O thread failed, the context ends:\n" + traceback.format_exc()
+                # fd 2 is the pipe this very thread was forwarding: tell the parent directly.
+                self.send_log("log", "trimitogen.child", 50, text)
                 os.write(2, ("trimitogen: I/O thread failed: %r\n" % (exc,)).encode())
             finally:
                 os._exit(70)
@@ -258,7 +264,7 @@ class ExternalContext:
 
     def wake(self) -> None:
         """Make the I/O loop run its wake-up work soon; any thread may call this."""
-        os.write(self._wake_w, b"x")
+        _poke(self._wake_w)
 
     def _on_wake(self) -> None:
         try:
@@ -336,11 +342,11 @@ class ExternalContext:
 
     def _enqueue_call(self, msg: Message) -> None:
         self._queue.append(msg)
-        os.write(self._main_wake_w, b"x")
+        _poke(self._main_wake_w)
 
     def _stop_main(self) -> None:
         self._stopping = True
-        os.write(self._main_wake_w, b"x")
+        _poke(self._main_wake_w)
 
     def _on_receive(self, dispatch: Callable[[Message], None]) -> bool:
         """Read and dispatch what arrived; False once the parent disconnected."""
@@ -472,6 +478,8 @@ class ExternalContext:
             child = Downstream(self, request, requester, reply_to, forked=(pid, sock_fd))
             self.children[child.context_id] = child
             self.routes[child.context_id] = child
+            if child.context_id in self._cancelled:
+                child.kill()  # the master gave up while the fork was being made
 
     def owned_fds(self) -> List[int]:
         """Every descriptor this runtime opened (a forked copy closes them)."""
@@ -510,6 +518,13 @@ class ExternalContext:
 
     def on_downstream_message(self, child: Any, msg: Message) -> None:
         """A message from a child: only upward, and only from contexts behind that child."""
+        try:
+            self._on_downstream_message(child, msg)
+        except Exception as exc:
+            # Whatever a child sends, it cannot take this context down with it.
+            self.log(40, "dropped a malformed message from context %r: %r" % (child.name, exc))
+
+    def _on_downstream_message(self, child: Any, msg: Message) -> None:
         if msg.src not in child.ids and self._expected.get(msg.src) is not child:
             self.log(
                 30,
@@ -645,6 +660,11 @@ class ExternalContext:
             return
         try:
             data: Any = dumps_body(reply)
+            if len(data) > self.decoder.max_message_size:
+                raise ValueError(
+                    "it encodes to %d bytes, over the %d-byte message limit"
+                    % (len(data), self.decoder.max_message_size)
+                )
         except Exception as exc:
             data = dumps(
                 (
@@ -718,6 +738,14 @@ class ExternalContext:
                 self._stopping = True
             self._for_io.append(msg)
             self.wake()
+
+
+def _poke(fd: int) -> None:
+    """Write a wake-up byte; a full pipe already holds one, so that is fine too."""
+    try:
+        os.write(fd, b"x")
+    except BlockingIOError:
+        pass
 
 
 def _describe_exception(exc: BaseException) -> Tuple[Any, ...]:

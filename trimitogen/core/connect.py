@@ -153,6 +153,12 @@ class PromptDialog:
         self.passwords_sent = 0
         self._pending = b""
 
+    def redact(self, text: str) -> str:
+        """``text`` with the password masked (a terminal may echo it before echo is off)."""
+        if self.password:
+            text = text.replace(self.password, "********")
+        return text
+
     def receive_data(self, data: bytes) -> bytes:
         if self.error is not None:
             return b""
@@ -162,10 +168,13 @@ class PromptDialog:
             if pattern in lowered:
                 self.error = cls(text)
                 return b""
+        # A prompt is the last thing printed before the program waits: matching it only at the
+        # end keeps a banner or message that mentions "password:" from being answered.
+        tail = lowered.rstrip()
         for prompt in self.prompts:
-            at = lowered.find(prompt)
-            if at == -1:
+            if not tail.endswith(prompt.rstrip()):
                 continue
+            at = lowered.rfind(prompt.rstrip())
             self._pending = self._pending[at + len(prompt) :]
             if self.password is None:
                 self.error = PasswordError(
@@ -205,7 +214,14 @@ def ssh_dialog(target: str, password: Optional[str]) -> PromptDialog:
                 HostKeyError,
                 "the host key is unknown; add it to known_hosts or use check_host_keys='accept'",
             ),
-            (b"permission denied", PasswordError, "authentication was refused (permission denied)"),
+            # ssh's own words ("user@host: Permission denied (publickey,password)." or "...,
+            # please try again."), not any line that says "permission denied".
+            (
+                b"permission denied (",
+                PasswordError,
+                "authentication was refused (permission denied)",
+            ),
+            (b"permission denied, please try again", PasswordError, "the password was refused"),
             (
                 b"enter passphrase for key",
                 PasswordError,

@@ -1,6 +1,6 @@
 """A thread-safe queue whose sleepers can always be interrupted and wake without latency.
 
-A thread that must wait sleeps in ``select()`` on the reading end of a socketpair that belongs to
+A thread that must wait sleeps in ``poll()`` on the reading end of a socketpair that belongs to
 that thread (made the first time the thread sleeps on any latch, and kept for reuse).  ``put()``
 wakes exactly one sleeper by writing one byte to its socketpair.  Unlike ``threading.Condition``,
 the wait is a plain system call: signals interrupt it and a timeout ends it on time.
@@ -17,6 +17,7 @@ import select
 import time
 
 from .errors import LatchError, TimeoutError
+from .side import wait_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class Latch:
                 self._add_waker(waker)
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                ready, _, _ = select.select([rsock], [], [], remaining)
+                ready = wait_fd(rsock.fileno(), select.POLLIN, remaining)
             except BaseException:
                 with self._lock:
                     if not self._remove_waker(waker):

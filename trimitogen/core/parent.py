@@ -16,7 +16,7 @@ from .bootstrap import BootstrapParser
 from .connect import ChildFds, PromptDialog, build_plan
 from .errors import ConnectError, HostKeyError, PasswordError
 from .protocol import HANDLE_READY, FrameDecoder, Message
-from .side import Side, write_parts_blocking
+from .side import Side, wait_fd, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class Downstream:
         self.state = "failed"
         lines = self.bootstrap.output_lines()[-TAIL_LINES:] + self.tail[-TAIL_LINES:]
         if self._partial.strip():
-            lines.append(self._partial.decode("utf-8", "replace").strip())
+            lines.append(self.dialog.redact(self._partial.decode("utf-8", "replace").strip()))
         kind = _ERROR_KINDS.get(type(error), "connect")
         reply = (False, kind, self._phase(error), str(error), lines[-TAIL_LINES:])
         self.owner.reply(self.requester, self.reply_to, reply)
@@ -184,8 +184,13 @@ class Downstream:
             self._fail_connect(ConnectError("no answer within the connect timeout"))
 
     def _on_ready(self, msg: Message) -> None:
-        pid, hexversion, *rest = msg.unpickle()
-        self.magic = bytes(rest[0]) if rest else b""
+        try:
+            pid, hexversion, *rest = msg.unpickle()
+            pid, hexversion = int(pid), int(hexversion)
+            self.magic = bytes(rest[0]) if rest else b""
+        except Exception as exc:
+            self._fail_connect(ConnectError("it announced itself wrongly: %r" % (exc,)))
+            return
         self.state = "ready"
         self.owner.on_child_ready(self)
         self.owner.reply(self.requester, self.reply_to, (True, pid, hexversion, self.magic))
@@ -257,7 +262,7 @@ class Downstream:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-4096:]
         for line in lines:
-            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            text = self.dialog.redact(line.rstrip(b"\r").decode("utf-8", "replace"))
             self.tail = [*self.tail, text][-TAIL_LINES:]
             if self.state in ("connecting", "ready"):
                 self.owner.forward_log(self.context_id, "stderr", text)
@@ -319,7 +324,7 @@ class Downstream:
                 if not term.closed:
                     import select
 
-                    if not select.select([term.fileno()], [], [], 0)[0]:
+                    if not wait_fd(term.fileno(), select.POLLIN, 0):
                         break
         self._fail_connect(ConnectError(reason))
         self.state = "gone"

@@ -54,20 +54,20 @@ FIRST_REPLY_HANDLE = 1000
 #: Flag: the message could not be delivered; its body is the reason (a str).
 FLAG_DEAD = 0x01
 
-#: Receive buffers for large bodies are anonymous mappings, populated up front: faulting the pages
-#: in one system call is cheaper than one fault per page while the body arrives.
-_MMAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+#: Receive buffers for large bodies are anonymous mappings: zero pages cost nothing until the body
+#: arrives (a header alone, however large its length, commits no memory).
+_MMAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 
 PICKLE_PROTOCOL = 5  # available on every supported child (3.8+)
 
-#: Globals that a body may name.  set/frozenset/bytearray are covered by opcodes under protocol 5;
-#: they are listed for peers that send older protocols.
+#: Globals that a body may name.  set and frozenset have opcodes under protocol 5; they are listed
+#: for peers that send older protocols.  bytearray is not: called with a number it allocates that
+#: many bytes, which would let a tiny body take gigabytes (protocol 5 has an opcode for it).
 _ALLOWED_GLOBALS = frozenset(
     (
         ("builtins", "complex"),
         ("builtins", "set"),
         ("builtins", "frozenset"),
-        ("builtins", "bytearray"),
     )
 )
 

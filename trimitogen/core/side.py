@@ -112,6 +112,20 @@ class Side:
         return n
 
 
+#: At most this many buffers go to one writev() (the kernel refuses more with EINVAL).
+IOV_MAX = 1024
+
+
+def wait_fd(fd: int, events: int, timeout: Optional[float] = None) -> bool:
+    """Sleep until ``fd`` is ready for ``events`` (select.POLLIN/POLLOUT), or ``timeout`` passes.
+
+    ``poll`` rather than ``select``: it works for descriptors numbered 1024 and above.
+    """
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+
+
 def write_parts_blocking(side: Side, parts: List[Any]) -> bool:
     """Write every buffer in ``parts`` to a non-blocking Side, sleeping in ``select`` when full.
 
@@ -122,9 +136,9 @@ def write_parts_blocking(side: Side, parts: List[Any]) -> bool:
     fd = side.fileno()
     while parts:
         try:
-            n = side.writev(parts)
+            n = side.writev(parts[:IOV_MAX])
         except BlockingIOError:
-            select.select([], [fd], [])
+            wait_fd(fd, select.POLLOUT)
             continue
         if n is None:
             return False
