@@ -129,3 +129,9 @@ def child_pids() -> list[int]:
             if int(stat[stat.rfind(b")") + 2 :].split()[1]) == me:
                 found.append(int(entry))
     return found
+
+
+def print_many(lines: int) -> None:
+    line = "x" * 99
+    for _ in range(lines):
+        print(line)

@@ -193,6 +193,9 @@ class ExternalContext:
         #: Direct children, and the route to every context below this one.
         self.children: Dict[int, Any] = {}
         self._forked: List[Any] = []
+        #: Children whose stream was read while a write waited (see write_pump).
+        self.pumped: Set[Any] = set()
+        self._io_thread: Optional[int] = None
         self._cancelled: Set[Any] = set()
         #: Context ids the parent asked a child of ours to start: child announcements must match.
         self._expected: Dict[int, Any] = {}
@@ -203,7 +206,7 @@ class ExternalContext:
     def send(self, msg: Message) -> None:
         """Write one frame to the parent; any thread may call this."""
         with self._wlock:
-            if not write_parts_blocking(self.tx, msg.frame_parts()):
+            if not write_parts_blocking(self.tx, msg.frame_parts(), self.write_pump()):
                 self.disconnected = True
                 raise ChannelError("the parent of context %r disconnected" % (self.name,))
 
@@ -250,6 +253,26 @@ class ExternalContext:
             finally:
                 os._exit(70)
 
+    def write_pump(self) -> Any:
+        """What a write on the I/O thread does while it waits: read the children's streams.
+
+        Suppose this thread waits to write to a child whose own I/O thread waits to write to us:
+        neither reads, and both would wait forever.  So while waiting, this thread keeps reading
+        its children's streams into their decoders; the messages are handled by the loop later.
+        Other threads' writes (the main thread's replies) do not need this: this thread reads.
+        """
+        if _thread.get_ident() != self._io_thread or not self.children:
+            return None
+        return (self._child_fds, self._pump_child)
+
+    def _child_fds(self) -> List[int]:
+        return [c.rx.fd for c in self.children.values() if c.rx.fd is not None and not c.eof]
+
+    def _pump_child(self, fd: int) -> None:
+        for child in list(self.children.values()):
+            if child.rx.fd == fd:
+                child.pump()
+
     # Readiness callbacks and timers of the I/O thread's loop; only that thread calls these.
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
         self._readers[fd] = callback
@@ -281,6 +304,7 @@ class ExternalContext:
             child.on_wake()
 
     def _io_loop_inner(self) -> None:
+        self._io_thread = _thread.get_ident()
         for logger in self.loggers:
             self.add_reader(logger.side.fileno(), logger.on_readable_callback)
         self.add_reader(self._main_done_r, self._on_main_done)
@@ -295,12 +319,16 @@ class ExternalContext:
             if self._timers:
                 self._timers.sort(key=lambda entry: entry[0])
                 timeout = max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1)
+            if self.pumped:
+                timeout = 0  # messages read while a write waited are still to be handled
             for fd, _event in self._poller.poll(timeout):
                 callback = self._readers.get(fd)
                 if callback is not None:
                     callback()
                 if self._io_finished:
                     return
+            while self.pumped:
+                self.pumped.pop().on_readable()
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 self._timers.pop(0)[1]()

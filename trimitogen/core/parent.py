@@ -201,7 +201,7 @@ class Downstream:
             return False
         with self._wlock:
             try:
-                return write_parts_blocking(self.tx, parts)
+                return write_parts_blocking(self.tx, parts, self.owner.write_pump())
             except OSError:
                 return False
 
@@ -227,11 +227,25 @@ class Downstream:
             self.decoder.receive_data(data)
         return True
 
+    def pump(self) -> None:
+        """Read what is there without acting on it (see ExternalContext.write_pump)."""
+        if self.eof or self.rx.closed:
+            return
+        try:
+            if not self._read():
+                self.eof = True  # stop pumping it; on_readable handles the end
+        except BlockingIOError:
+            return
+        except Exception:
+            self.eof = True  # on_readable meets the same condition and deals with it
+        self.owner.pumped.add(self)
+
     def on_readable(self) -> None:
+        self.owner.pumped.discard(self)
         try:
             alive = self._read()
         except BlockingIOError:
-            return
+            alive = True
         except Exception as exc:  # a StreamError: this child's stream can no longer be trusted
             self.owner.log(40, "context %r broke the protocol: %s" % (self.name, exc))
             self.kill()

@@ -126,11 +126,13 @@ def wait_fd(fd: int, events: int, timeout: Optional[float] = None) -> bool:
     return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
 
 
-def write_parts_blocking(side: Side, parts: List[Any]) -> bool:
-    """Write every buffer in ``parts`` to a non-blocking Side, sleeping in ``select`` when full.
+def write_parts_blocking(side: Side, parts: List[Any], pump: Any = None) -> bool:
+    """Write every buffer in ``parts`` to a non-blocking Side, sleeping in ``poll`` when full.
 
     For the child runtime's threads (the master writes from Trio instead).  Returns False if the
-    other end disconnected first.
+    other end disconnected first.  ``pump``, if given, is ``(fds, read)``: while waiting, data
+    arriving on those fds is read with ``read(fd)``, so two processes each waiting to write to
+    the other cannot wait forever.
     """
     parts = [part for part in parts if len(part)]
     fd = side.fileno()
@@ -138,7 +140,19 @@ def write_parts_blocking(side: Side, parts: List[Any]) -> bool:
         try:
             n = side.writev(parts[:IOV_MAX])
         except BlockingIOError:
-            wait_fd(fd, select.POLLOUT)
+            if pump is None:
+                wait_fd(fd, select.POLLOUT)
+                continue
+            fds, read = pump
+            wanted = {other: select.POLLIN for other in fds()}
+            # The same socket may be both the one written and one read: events combine.
+            wanted[fd] = wanted.get(fd, 0) | select.POLLOUT
+            poller = select.poll()
+            for other, events in wanted.items():
+                poller.register(other, events)
+            for ready, event in poller.poll():
+                if event & (select.POLLIN | select.POLLHUP) and wanted[ready] & select.POLLIN:
+                    read(ready)
             continue
         if n is None:
             return False
