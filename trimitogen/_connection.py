@@ -6,8 +6,6 @@ import collections
 import importlib.util
 import logging
 import os
-import signal
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -16,6 +14,7 @@ from ._responder import ImportStats, ModulePolicy, ModuleResponder
 from .core.bootstrap import BootstrapParser
 from .core.connect import PromptDialog
 from .core.errors import ChannelError, ConnectError, StreamError
+from .core.parent import describe_status
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
@@ -45,17 +44,6 @@ MAX_LINE = 64 * 1024
 
 #: Reads in a row without waiting before the reader yields to other tasks.
 _READS_PER_YIELD = 32
-
-
-def describe_status(returncode: int) -> str:
-    """``"exited with status 3"`` or ``"was killed by signal SIGKILL"`` for a returncode."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = str(-returncode)
-        return "was killed by signal %s" % name
-    return "exited with status %d" % returncode
 
 
 class Route:
@@ -190,7 +178,6 @@ class Connection:
         self.tx_broken = False
         self.remote_hexversion: int | None = None
         self.responder: ModuleResponder | None = None
-        self.on_message: Callable[[Message], None] | None = None
         self.dialog: PromptDialog | None = None
         self.connect_error: ConnectError | None = None
 
@@ -363,8 +350,6 @@ class Connection:
             pass  # the master learns routes from its own spawn requests
         elif handle == HANDLE_READY and msg.src == self.context_id:
             self._on_ready(msg)
-        elif self.on_message is not None:
-            self.on_message(msg)
         else:
             self.logger.debug("dropped %r: nothing waits on handle %d", msg, handle)
 
