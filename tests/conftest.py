@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -51,6 +53,42 @@ def _children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(entry))
     return found
+
+
+#: What every child interpreter's command line contains (the bootstrap's stage 1).
+_STAGE1_MARK = b"exec(zlib.decompress(binascii.a2b_base64("
+
+
+def _runtime_processes() -> set[int]:
+    """Every process on the machine running a trimitogen child, wherever it was reparented."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    if _STAGE1_MARK in f.read():
+                        found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_orphaned_children() -> Iterator[None]:
+    """After the suite, no child of any hop may be left, even one reparented to init."""
+    before = _runtime_processes()
+    yield
+    deadline = time.monotonic() + 15
+    left = _runtime_processes() - before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = _runtime_processes() - before
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, "child interpreters outlived the test suite: %s" % sorted(left)
 
 
 @pytest.fixture(autouse=True)
