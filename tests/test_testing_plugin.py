@@ -1,0 +1,27 @@
+"""trimitogen.testing: the fixtures users enable to test their own remote code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import trimitogen as tm
+from tests import remote_helpers as rh
+from trimitogen.testing import (  # imported fixtures are registered for this module
+    ContextFactory,
+    trimitogen_context,
+    trimitogen_contexts,
+)
+
+
+async def test_trimitogen_context_is_a_live_child(trimitogen_context: tm.Context) -> None:
+    assert trimitogen_context.name == "pytest"
+    assert await trimitogen_context.call(os.getpid) != os.getpid()
+    assert await trimitogen_context.call(rh.echo, [1, b"2"]) == [1, b"2"]
+
+
+async def test_factory_opens_and_closes_contexts(trimitogen_contexts: ContextFactory) -> None:
+    first = await trimitogen_contexts(tm.local(), name="one")
+    second = await trimitogen_contexts(tm.fork(), via=first, name="two")
+    assert await second.call(rh.getppid) == first.pid
+    assert await first.call(rh.version) == tuple(sys.version_info[:2])

@@ -1,0 +1,70 @@
+"""Pytest fixtures for testing code that runs in trimitogen contexts.
+
+Enable them in the suite's top ``conftest.py`` with ``pytest_plugins = ["trimitogen.testing"]``
+(or import them into a test module); they are async fixtures, so the suite runs with
+pytest-trio in ``trio_mode``.
+
+``trimitogen_context``
+    A fresh local context on the test's own interpreter, shut down and reaped after the test.
+    Functions of the code under test reach it by import over the wire, so nothing needs
+    installing for the child.
+
+``trimitogen_contexts``
+    A factory, ``await trimitogen_contexts(method, **open_context_options)``, for contexts of
+    any method (another interpreter, sudo, ssh, a chain with ``via=``); every context it opened
+    is closed after the test, newest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from ._context import Context, Method, open_context
+from ._methods import local
+
+ContextFactory = Callable[..., Awaitable[Context]]
+
+
+@pytest.fixture
+async def trimitogen_context() -> AsyncIterator[Context]:
+    """A local context on the test's interpreter, closed after the test."""
+    async with open_context(local(), name="pytest") as context:
+        yield context
+
+
+@pytest.fixture
+async def trimitogen_contexts() -> AsyncIterator[ContextFactory]:
+    """A factory of contexts (any method and options), all closed after the test."""
+    # pytest-trio runs the test and the fixture in different tasks, and a context's nursery
+    # must end in the task that began it: so each context lives in a task of this fixture.
+    closers: list[tuple[trio.Event, trio.Event]] = []
+
+    async def keep(
+        method: Method,
+        options: dict[str, Any],
+        *,
+        task_status: trio.TaskStatus[Context] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        close, closed = trio.Event(), trio.Event()
+        try:
+            async with open_context(method, **options) as context:
+                closers.append((close, closed))
+                task_status.started(context)
+                await close.wait()
+        finally:
+            closed.set()
+
+    async with trio.open_nursery() as nursery:
+
+        async def open_one(method: Method, **options: Any) -> Context:
+            context: Context = await nursery.start(keep, method, options)
+            return context
+
+        yield open_one
+        for close, closed in reversed(closers):  # newest first: children before parents
+            close.set()
+            await closed.wait()
