@@ -338,3 +338,11 @@ def test_master_killed_leaves_nothing_running(sshd: SshServer, users: Users) -> 
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, "processes outlived their killed master: %s" % left
+
+
+async def test_starting_from_a_dead_context_is_a_connect_error(no_leaked_fds: None) -> None:
+    async with bounded(tm.local(), name="gone") as gone:
+        await gone.shutdown()
+        with pytest.raises(tm.ConnectError, match="the context to start it from is gone"):
+            async with tm.open_context(tm.local(), via=gone):
+                pass

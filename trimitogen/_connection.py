@@ -39,6 +39,10 @@ SHUT_DOWN = "it was shut down"
 #: Lines of stderr and pre-bootstrap output kept for error messages.
 TAIL_LINES = 20
 
+#: Distinct logger names one context's records may create under its logger; later names are
+#: logged on the context's own logger, with the name in the text.
+MAX_REMOTE_LOGGERS = 1000
+
 #: A line of stderr longer than this is logged in pieces.
 MAX_LINE = 64 * 1024
 
@@ -70,6 +74,7 @@ class Route:
         self.module_policy = ModulePolicy()
         self.modules_sent: set[str] = set()
         self.import_stats = ImportStats()
+        self.logger_names: set[str] = set()
 
     def __repr__(self) -> str:
         return "Route(%r, id=%d)" % (self.name, self.context_id)
@@ -450,11 +455,16 @@ class Connection:
         except (StreamError, TypeError, ValueError) as exc:
             self.logger.warning("malformed log message: %s", exc)
             return
-        logger = self.routes[msg.src].logger
-        if kind == "log":
-            target = logger if name == "root" else logger.getChild(name)
+        route = self.routes[msg.src]
+        child_name = name if kind == "log" else kind
+        if child_name == "root":
+            target = route.logger
+        elif child_name in route.logger_names or len(route.logger_names) < MAX_REMOTE_LOGGERS:
+            # Python never frees a logger: a child may not make the master create them forever.
+            route.logger_names.add(child_name)
+            target = route.logger.getChild(child_name)
         else:
-            target = logger.getChild(kind)
+            target, text = route.logger, "[%s] %s" % (child_name, text)
         target.log(levelno, "%s", text)
 
     async def stderr_reader(self) -> None:

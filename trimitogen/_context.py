@@ -408,7 +408,15 @@ async def _open_via(
     """Have the context ``via`` start the child, and route to it through ``via``'s connection."""
     parent = via._route
     if parent.dead_reason is not None:
-        raise parent.channel_error()
+        raise ConnectError(
+            connect_failure(
+                "%s (started by %r)" % (method.describe(), parent.name),
+                name,
+                "spawn",
+                "the context to start it from is gone: %s" % parent.dead_reason,
+                [],
+            )
+        )
     conn = parent.conn
     route = Route(conn, context_id, name, parent)
     route.module_policy = policy
@@ -447,14 +455,23 @@ async def _open_via(
                     what, name, "spawn", bytes(reply.msg.data).decode("utf-8", "replace"), []
                 )
             )
-        answer = reply.msg.unpickle()
-        if answer[0] is not True:
-            _ok, kind, phase, reason, lines = answer
-            raise _CONNECT_ERRORS.get(kind, ConnectError)(
-                connect_failure(what, name, phase, reason, [str(line) for line in lines])
-            )
-        route.pid = int(answer[1])
-        route.magic = bytes(answer[3])
+        try:
+            answer = reply.msg.unpickle()
+            if answer[0] is not True:
+                _ok, kind, phase, reason, lines = answer
+                failure = _CONNECT_ERRORS.get(kind, ConnectError)(
+                    connect_failure(what, name, str(phase), str(reason), [str(x) for x in lines])
+                )
+            else:
+                failure = None
+                route.pid = int(answer[1])
+                route.magic = bytes(answer[3])
+        except (StreamError, TypeError, ValueError, IndexError) as exc:
+            raise ConnectError(
+                connect_failure(what, name, "spawn", "malformed answer: %r" % (exc,), [])
+            ) from None
+        if failure is not None:
+            raise failure
         started = True
         yield Context(route, via)
     except BaseException as exc:
