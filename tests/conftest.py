@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,34 @@ def no_leaked_fds() -> Iterator[None]:
     leaked = {fd for fd in _open_fds() - before if os.path.exists("/proc/self/fd/%d" % fd)}
     details = {fd: os.readlink("/proc/self/fd/%d" % fd) for fd in leaked}
     assert not leaked, "the test leaked fds: %s" % details
+
+
+MasterOnly = Callable[[dict[str, str]], Path]
+
+
+@pytest.fixture
+def master_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MasterOnly]:
+    """Write modules where only the master looks (``files``: relative path -> source).
+
+    Returns the directory, which is put first on the master's sys.path; children do not see it,
+    so they get these modules over the wire.  Whatever was imported from it is forgotten after
+    the test, so the next test's copy is imported afresh.
+    """
+    root = tmp_path / "master_only"
+    tops: set[str] = set()
+
+    def install(files: dict[str, str]) -> Path:
+        for rel, text in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+            tops.add(rel.split("/")[0].removesuffix(".py"))
+        monkeypatch.syspath_prepend(str(root))
+        return root
+
+    yield install
+    for name in [m for m in sys.modules if m.split(".")[0] in tops]:
+        del sys.modules[name]
 
 
 @pytest.fixture

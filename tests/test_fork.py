@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import trio
 
 import trimitogen as tm
 from tests import remote_helpers as rh
-from tests.conftest import WAIT, discover_interpreters
+from tests.conftest import WAIT, MasterOnly, discover_interpreters
 
 
 async def test_fork_via_a_context_copies_its_state(ctx: tm.Context) -> None:
@@ -71,21 +69,14 @@ async def test_forking_a_fork(ctx: tm.Context, caplog: pytest.LogCaptureFixture)
     assert [r.name for r in records] == ["trimitogen.ctx.f2.stdout"]
 
 
-async def test_import_over_the_wire_in_a_fork(ctx: tm.Context, tmp_path: Path) -> None:
-    from tests.test_import import GENERATED_PACKAGE, write_tree
+async def test_import_over_the_wire_in_a_fork(ctx: tm.Context, master_only: MasterOnly) -> None:
+    from tests.test_import import genpkg_files
 
-    root = tmp_path / "fork_pkg"
-    write_tree(root / "genpkg", GENERATED_PACKAGE)
-    sys.path.insert(0, str(root))
-    try:
-        import genpkg.api
+    master_only(genpkg_files())
+    import genpkg.api
 
-        async with tm.open_context(tm.fork(), via=ctx) as copy:
-            assert (await copy.call(genpkg.api.run, 1))["value"] == 102
-    finally:
-        sys.path.remove(str(root))
-        for name in [m for m in sys.modules if m.startswith("genpkg")]:
-            del sys.modules[name]
+    async with tm.open_context(tm.fork(), via=ctx) as copy:
+        assert (await copy.call(genpkg.api.run, 1))["value"] == 102
 
 
 async def test_fifty_fork_cycles_leave_no_process(ctx: tm.Context) -> None:

@@ -6,14 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 import trimitogen as tm
-from tests.conftest import REPO, WAIT, discover_interpreters
+from tests.conftest import REPO, WAIT, MasterOnly, discover_interpreters
 
 INTERPRETERS = discover_interpreters()
 
@@ -115,18 +114,18 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
         path.write_text(textwrap.dedent(text))
 
 
+def genpkg_files() -> dict[str, str]:
+    return {"genpkg/" + rel: text for rel, text in GENERATED_PACKAGE.items()}
+
+
 @pytest.fixture
-def genpkg_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def genpkg_root(master_only: MasterOnly) -> Path:
     """``genpkg`` on the master's sys.path only (children do not see this directory)."""
-    root = tmp_path / "master_only"
-    write_tree(root / "genpkg", GENERATED_PACKAGE)
+    root = master_only(genpkg_files())
     # A file that looks like a compiled extension: the master finds it but cannot send it.
     suffix = __import__("importlib.machinery").machinery.EXTENSION_SUFFIXES[0]
     (root / ("genpkg_fake_ext" + suffix)).write_bytes(b"\x7fELF not really")
-    monkeypatch.syspath_prepend(str(root))
-    yield root
-    for name in [m for m in sys.modules if m.startswith("genpkg")]:
-        del sys.modules[name]
+    return root
 
 
 async def test_master_only_package_is_imported_on_demand(genpkg_root: Path) -> None:
@@ -277,17 +276,9 @@ def test_functions_of_the_main_script(tmp_path: Path) -> None:
     assert child_pid != os.getpid()
 
 
-async def test_namespace_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmp_path / "ns_root"
-    write_tree(
-        root / "nspkg_tmg" / "sub", {"mod.py": "def value():\n    return 'from a namespace'\n"}
-    )
-    monkeypatch.syspath_prepend(str(root))
+async def test_namespace_packages(master_only: MasterOnly) -> None:
+    master_only({"nspkg_tmg/sub/mod.py": "def value():\n    return 'from a namespace'\n"})
     import nspkg_tmg.sub.mod  # type: ignore[import-not-found]
 
-    try:
-        async with tm.open_context(tm.local()) as ctx:
-            assert await ctx.call(nspkg_tmg.sub.mod.value) == "from a namespace"
-    finally:
-        for name in [m for m in sys.modules if m.startswith("nspkg_tmg")]:
-            del sys.modules[name]
+    async with tm.open_context(tm.local()) as ctx:
+        assert await ctx.call(nspkg_tmg.sub.mod.value) == "from a namespace"

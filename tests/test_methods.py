@@ -23,7 +23,7 @@ import trio
 
 import trimitogen as tm
 from tests import remote_helpers as rh
-from tests.conftest import REPO, WAIT
+from tests.conftest import REPO, WAIT, MasterOnly
 from tests.infra import SshServer, Users
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -201,55 +201,41 @@ CHAIN_PACKAGE = {
 
 
 async def test_three_hop_chain_calls_master_only_package(
-    sshd: SshServer, users: Users, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sshd: SshServer, users: Users, master_only: MasterOnly
 ) -> None:
-    for rel, text in CHAIN_PACKAGE.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    master_only(CHAIN_PACKAGE)
     import chainpkg  # type: ignore[import-not-found]
 
-    try:
-        async with bounded(tm.local(), name="hop1") as hop1:
-            login = ssh_method(sshd, user=users.sudo.name, password=users.sudo.password)
-            async with bounded(login, via=hop1, name="hop2") as hop2:
-                method = tm.sudo(users.target.name, password=users.sudo.password)
-                async with bounded(method, via=hop2, name="hop3") as hop3:
-                    user, uid, label, origin = await hop3.call(chainpkg.where)
-                    assert (user, uid) == (users.target.name, users.target.uid)
-                    assert label == "three hops down"
-                    assert origin.startswith("master:")
-                    assert await hop2.call(os.getuid) == users.sudo.uid
-                    pids = [hop1.pid, hop2.pid, hop3.pid]
-            # hop1 fetched the package once for everything below it.
-            assert hop1.import_stats.requests >= 1
-            assert hop1.import_stats.modules_sent == 3
-        await wait_until_gone(*[pid for pid in pids if pid is not None])
-    finally:
-        for name in [m for m in sys.modules if m.startswith("chainpkg")]:
-            del sys.modules[name]
+    async with bounded(tm.local(), name="hop1") as hop1:
+        login = ssh_method(sshd, user=users.sudo.name, password=users.sudo.password)
+        async with bounded(login, via=hop1, name="hop2") as hop2:
+            method = tm.sudo(users.target.name, password=users.sudo.password)
+            async with bounded(method, via=hop2, name="hop3") as hop3:
+                user, uid, label, origin = await hop3.call(chainpkg.where)
+                assert (user, uid) == (users.target.name, users.target.uid)
+                assert label == "three hops down"
+                assert origin.startswith("master:")
+                assert await hop2.call(os.getuid) == users.sudo.uid
+                pids = [hop1.pid, hop2.pid, hop3.pid]
+        # hop1 fetched the package once for everything below it.
+        assert hop1.import_stats.requests >= 1
+        assert hop1.import_stats.modules_sent == 3
+    await wait_until_gone(*[pid for pid in pids if pid is not None])
 
 
 async def test_ten_grandchildren_cost_one_transfer_per_module(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    master_only: MasterOnly,
 ) -> None:
-    for rel, text in CHAIN_PACKAGE.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(text)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    master_only(CHAIN_PACKAGE)
     import chainpkg
 
-    try:
-        async with bounded(tm.local(), name="middle") as middle:
-            for i in range(10):
-                async with bounded(tm.local(), via=middle, name="leaf%d" % i) as leaf:
-                    assert (await leaf.call(chainpkg.where))[2] == "three hops down"
-                    assert leaf.import_stats.requests == 0
-            assert middle.import_stats.modules_sent == 3
-            assert middle.import_stats.requests <= 2
-    finally:
-        for name in [m for m in sys.modules if m.startswith("chainpkg")]:
-            del sys.modules[name]
+    async with bounded(tm.local(), name="middle") as middle:
+        for i in range(10):
+            async with bounded(tm.local(), via=middle, name="leaf%d" % i) as leaf:
+                assert (await leaf.call(chainpkg.where))[2] == "three hops down"
+                assert leaf.import_stats.requests == 0
+        assert middle.import_stats.modules_sent == 3
+        assert middle.import_stats.requests <= 2
 
 
 async def test_leaving_a_block_ends_everything_below(no_leaked_fds: None) -> None:

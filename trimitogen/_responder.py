@@ -148,6 +148,18 @@ def _retarget(code: types.CodeType, filename: str) -> types.CodeType:
     return code.replace(co_filename=filename, co_consts=consts)
 
 
+def _file_stamp(spec: ModuleSpec | None) -> tuple[str, int, int] | None:
+    """The file a spec points at, with its mtime and size (None if it is not a plain file)."""
+    path = spec.origin if spec is not None and spec.has_location else None
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_mtime_ns, st.st_size)
+
+
 def _parents(name: str) -> list[str]:
     """``a.b.c`` -> ``["a", "a.b"]``."""
     parts = name.split(".")
@@ -190,14 +202,7 @@ class ModuleResponder:
             spec = self._load_main_spec() if name == MAIN_ALIAS else self._spec(name)
         except (ImportError, ValueError):
             return None
-        path = None if spec is None or not spec.has_location else spec.origin
-        if path is None:
-            return None
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return (path, st.st_mtime_ns, st.st_size)
+        return _file_stamp(spec)
 
     @staticmethod
     def _load_main_spec() -> ModuleSpec | None:
@@ -274,7 +279,7 @@ class ModuleResponder:
         get_code = getattr(loader, "get_code", None)
         module = self._from_source(name, origin, is_package, text, get_code)
         module.search_path = search_path
-        module.stamp = self._stamp(name)
+        module.stamp = _file_stamp(spec)
         return module
 
     def _load_main(self) -> _Module:
