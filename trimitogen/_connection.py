@@ -14,6 +14,7 @@ from ._responder import ImportStats, ModulePolicy, ModuleResponder
 from .core.bootstrap import BootstrapParser
 from .core.connect import PromptDialog
 from .core.errors import ChannelError, ConnectError, StreamError
+from .core.messages import DelRoute, GetModule, LoadModule, Log, Ready
 from .core.parent import describe_status
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -27,7 +28,6 @@ from .core.protocol import (
     MASTER_ID,
     FrameDecoder,
     Message,
-    dumps_body,
 )
 from .core.side import IOV_MAX, Side
 
@@ -365,13 +365,14 @@ class Connection:
 
     def _on_del_route(self, msg: Message) -> None:
         try:
-            ids, reason = msg.unpickle()
-            ids = [int(i) for i in ids]
-            reason = str(reason)
-        except (StreamError, TypeError, ValueError) as exc:
-            self.logger.warning("malformed route removal: %s", exc)
+            removal = DelRoute.decode(msg.data)
+        except StreamError as exc:
+            self.logger.warning(
+                "dropped a malformed route removal from context %d: %s", msg.src, exc
+            )
             return
-        for context_id in ids:
+        reason = removal.reason
+        for context_id in removal.ids:
             route = self.routes.get(context_id)
             # Only an ancestor of a context may report it gone.
             if route is None or not route.is_below(msg.src):
@@ -404,23 +405,23 @@ class Connection:
 
     def _on_ready(self, msg: Message) -> None:
         try:
-            pid, hexversion, *rest = msg.unpickle()
-            self.route.pid = int(pid)
-            self.remote_hexversion = int(hexversion)
-            self.route.magic = bytes(rest[0]) if rest else b""
-        except (StreamError, TypeError, ValueError) as exc:
-            self.logger.warning("malformed READY message: %s", exc)
+            ready = Ready.decode(msg.data)
+        except StreamError as exc:
+            self.logger.warning("dropped a malformed READY message: %s", exc)
             return
+        self.route.pid = ready.pid
+        self.remote_hexversion = ready.hexversion
+        self.route.magic = ready.magic
         self.ready.set()
         self.settled.set()
 
     def _on_get_module(self, msg: Message) -> None:
         try:
-            name = msg.unpickle()
-            if type(name) is not str:
-                raise TypeError("module name is a %s" % type(name).__name__)
-        except (StreamError, TypeError) as exc:
-            self.logger.warning("malformed module request: %s", exc)
+            name = GetModule.decode(msg.data).name
+        except StreamError as exc:
+            self.logger.warning(
+                "dropped a malformed module request from context %d: %s", msg.src, exc
+            )
             return
         route = self.routes[msg.src]
         if self.responder is None:
@@ -433,7 +434,7 @@ class Connection:
                 route.modules_sent,
                 with_code=route.magic == importlib.util.MAGIC_NUMBER,
             )
-        body = dumps_body(records)
+        body = LoadModule.pack(records)
         stats = route.import_stats
         route.import_stats = ImportStats(
             requests=stats.requests + 1,
@@ -449,12 +450,11 @@ class Connection:
 
     def _on_log(self, msg: Message) -> None:
         try:
-            kind, name, levelno, text = msg.unpickle()
-            if not all(type(v) is str for v in (kind, name, text)) or type(levelno) is not int:
-                raise TypeError("fields of the wrong types")
-        except (StreamError, TypeError, ValueError) as exc:
-            self.logger.warning("malformed log message: %s", exc)
+            record = Log.decode(msg.data)
+        except StreamError as exc:
+            self.logger.warning("dropped a malformed log message from context %d: %s", msg.src, exc)
             return
+        kind, name, levelno, text = record.kind, record.name, record.levelno, record.text
         route = self.routes[msg.src]
         child_name = name if kind == "log" else kind
         if child_name == "root":

@@ -27,6 +27,7 @@ from .core.errors import (
     PasswordError,
     StreamError,
 )
+from .core.messages import Call, Kill, ReplyOk, Spawn, SpawnOk, decode_reply, decode_spawn_answer
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HANDLE_CALL,
@@ -35,7 +36,6 @@ from .core.protocol import (
     HANDLE_SPAWN,
     MASTER_ID,
     Message,
-    dumps_body,
 )
 
 P = ParamSpec("P")
@@ -120,7 +120,7 @@ class Context:
                 _references.clear()
             _references[fn] = (module, qualname)
         try:
-            data = dumps_body((module, qualname, args, kwargs))
+            data = Call.pack(module, qualname, args, kwargs)
         except TypeError as exc:
             raise TypeError("arguments of %s.%s: %s" % (module, qualname, exc)) from None
         if len(data) > DEFAULT_MAX_MESSAGE_SIZE:
@@ -171,19 +171,12 @@ class Context:
         if msg.is_dead:
             raise ChannelError("%s: %s" % (what, bytes(msg.data).decode("utf-8", "replace")))
         try:
-            reply = msg.unpickle()
+            reply = decode_reply(msg.data)
         except StreamError as exc:
             raise StreamError("%s was refused: %s" % (what, exc)) from None
-        if type(reply) is tuple and len(reply) == 2 and reply[0] is True:
-            return reply[1]
-        if (
-            type(reply) is tuple
-            and len(reply) == 4
-            and reply[0] is False
-            and all(type(part) is str for part in reply[1:])
-        ):
-            raise CallError(reply[1], reply[2], reply[3])
-        raise StreamError("%s is not a reply: %r" % (what, type(reply)))
+        if type(reply) is ReplyOk:
+            return reply.value
+        raise CallError(reply.type_name, reply.message, reply.traceback)
 
     async def call_no_reply(
         self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
@@ -211,14 +204,17 @@ async def _stop_via(route: Route) -> None:
     """Ask a context below an intermediate to exit, then have the intermediate kill it."""
     route.shutting_down = True
     conn = route.conn
-    for handle, dst, body in (
+    for handle, dst, data in (
         (HANDLE_SHUTDOWN, route.context_id, b""),
-        (HANDLE_KILL, route.parent.context_id if route.parent else MASTER_ID, None),
+        (
+            HANDLE_KILL,
+            route.parent.context_id if route.parent else MASTER_ID,
+            Kill.pack(route.context_id),
+        ),
     ):
         if route.dead_reason is not None:
             break
         try:
-            data = dumps_body(route.context_id) if body is None else body
             conn.send(Message(dst, MASTER_ID, handle, 0, data))
         except ChannelError:
             break
@@ -420,23 +416,23 @@ async def _open_via(
     conn = parent.conn
     route = Route(conn, context_id, name, parent)
     route.module_policy = policy
-    request = {
-        "spec": method.spec(),
-        "context_id": context_id,
-        "name": name,
-        "payload": b"" if method.kind == "fork" else runtime_payload(),
-        "config_payload": config_payload(_child_config(route, parent.context_id)),
-        "connect_timeout": connect_timeout,
-        "deny": list(policy.deny),
-        "allow": None if policy.allow is None else list(policy.allow),
-    }
+    request = Spawn(
+        method.spec(),
+        context_id,
+        name,
+        b"" if method.kind == "fork" else runtime_payload(),
+        _child_config(route, parent.context_id),
+        connect_timeout,
+        list(policy.deny),
+        None if policy.allow is None else list(policy.allow),
+    )
     conn.routes[context_id] = route
     handle, reply = conn.new_reply(parent.context_id)
     what = "%s (started by %r)" % (method.describe(), parent.name)
     error: BaseException | None = None
     started = False
     try:
-        conn.send(Message(parent.context_id, MASTER_ID, HANDLE_SPAWN, handle, dumps_body(request)))
+        conn.send(Message(parent.context_id, MASTER_ID, HANDLE_SPAWN, handle, request.encode()))
         # The intermediate enforces connect_timeout itself; the margin covers the round trip.
         with trio.move_on_after(connect_timeout + SHUTDOWN_GRACE):
             await reply.wait()
@@ -456,22 +452,17 @@ async def _open_via(
                 )
             )
         try:
-            answer = reply.msg.unpickle()
-            if answer[0] is not True:
-                _ok, kind, phase, reason, lines = answer
-                failure = _CONNECT_ERRORS.get(kind, ConnectError)(
-                    connect_failure(what, name, str(phase), str(reason), [str(x) for x in lines])
-                )
-            else:
-                failure = None
-                route.pid = int(answer[1])
-                route.magic = bytes(answer[3])
-        except (StreamError, TypeError, ValueError, IndexError) as exc:
+            answer = decode_spawn_answer(reply.msg.data)
+        except StreamError as exc:
             raise ConnectError(
-                connect_failure(what, name, "spawn", "malformed answer: %r" % (exc,), [])
+                connect_failure(what, name, "spawn", "malformed answer: %s" % (exc,), [])
             ) from None
-        if failure is not None:
-            raise failure
+        if type(answer) is not SpawnOk:
+            raise _CONNECT_ERRORS.get(answer.kind, ConnectError)(
+                connect_failure(what, name, answer.phase, answer.reason, list(answer.lines))
+            )
+        route.pid = answer.pid
+        route.magic = answer.magic
         started = True
         yield Context(route, via)
     except BaseException as exc:
@@ -486,9 +477,7 @@ async def _open_via(
                 # No answer: the intermediate may still be starting it.  Make sure it stops.
                 try:
                     conn.send(
-                        Message(
-                            parent.context_id, MASTER_ID, HANDLE_KILL, 0, dumps_body(context_id)
-                        )
+                        Message(parent.context_id, MASTER_ID, HANDLE_KILL, 0, Kill.pack(context_id))
                     )
                 except ChannelError:
                     pass

@@ -17,6 +17,7 @@ RUNTIME_MODULES = (
     "trimitogen.core.side",
     "trimitogen.core.latch",
     "trimitogen.core.protocol",
+    "trimitogen.core.messages",
     "trimitogen.core.importer",
     "trimitogen.core.child",
 )

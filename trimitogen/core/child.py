@@ -25,6 +25,20 @@ import time
 
 from .errors import ChannelError, StreamError
 from .importer import Importer, ModuleForwarder
+from .messages import (
+    AddRoute,
+    Call,
+    DelRoute,
+    GetModule,
+    Kill,
+    LoadModule,
+    Log,
+    Ready,
+    ReplyError,
+    ReplyOk,
+    Spawn,
+    SpawnFailed,
+)
 from .protocol import (
     FLAG_DEAD,
     HANDLE_ADD_ROUTE,
@@ -40,8 +54,6 @@ from .protocol import (
     MASTER_ID,
     FrameDecoder,
     Message,
-    dumps,
-    dumps_body,
 )
 from .side import Side, set_nonblocking, wait_fd, write_parts_blocking
 
@@ -213,7 +225,7 @@ class ExternalContext:
     def send_log(self, kind: str, name: str, levelno: int, text: str) -> None:
         if self.disconnected:
             return
-        data = dumps((kind, name, levelno, text))
+        data = Log.pack(kind, name, levelno, text)
         try:
             self.send(Message(self.parent_id, self.context_id, HANDLE_LOG, 0, data))
         except (ChannelError, OSError):
@@ -404,8 +416,8 @@ class ExternalContext:
                 # A context is about to be started below ``child``: remember which id it will
                 # have, so only that child may later announce a route to it.
                 try:
-                    self._expected[msg.unpickle()["context_id"]] = child
-                except (StreamError, TypeError, KeyError):
+                    self._expected[Spawn.decode(msg.data).context_id] = child
+                except StreamError:
                     pass
             if child is None or not child.send(msg):
                 self._bounce(msg, "there is no route to context %d: it is gone" % msg.dst)
@@ -414,18 +426,18 @@ class ExternalContext:
                 self._enqueue_call(msg)
         elif msg.handle == HANDLE_LOAD_MODULE:
             try:
-                records = msg.unpickle()
+                records = LoadModule.decode(msg.data).records
                 self.importer.on_load_module(records)
                 for child, answer in self.forwarder.on_load_module(records):
                     self._send_records(child, answer)
-            except (StreamError, TypeError, ValueError, IndexError) as exc:
+            except StreamError as exc:
                 self.send_log("log", "trimitogen.importer", 40, "bad module records: %s" % exc)
         elif msg.handle == HANDLE_SHUTDOWN:
             self._stop_main()
         elif msg.handle == HANDLE_SPAWN:
             self._spawn_child(msg)
         elif msg.handle == HANDLE_KILL:
-            context_id = msg.unpickle()
+            context_id = Kill.decode(msg.data).context_id
             child = self.children.get(context_id)
             if child is not None:
                 child.kill()
@@ -444,10 +456,11 @@ class ExternalContext:
     def log(self, levelno: int, text: str) -> None:
         self.send_log("log", "trimitogen.child", levelno, text)
 
-    def reply(self, dst: int, handle: int, value: Any) -> None:
+    def reply(self, dst: int, handle: int, body: Any) -> None:
+        """Send ``body`` (a :mod:`.messages` object) to ``handle`` of ``dst``, if it wants one."""
         if handle:
             try:
-                self.send(Message(dst, self.context_id, handle, 0, dumps(value)))
+                self.send(Message(dst, self.context_id, handle, 0, body.encode()))
             except ChannelError:
                 pass
 
@@ -464,7 +477,7 @@ class ExternalContext:
     def forward_log(self, src: int, kind: str, text: str) -> None:
         """Send a line a child printed before its runtime took over, as that child's output."""
         if not self.disconnected:
-            data = dumps((kind, kind, 20, text))
+            data = Log.pack(kind, kind, 20, text)
             try:
                 self.send(Message(MASTER_ID, src, HANDLE_LOG, 0, data))
             except ChannelError:
@@ -473,24 +486,28 @@ class ExternalContext:
     def _spawn_child(self, msg: Message) -> None:
         from .parent import Downstream
 
-        request = msg.unpickle()
-        if request["spec"]["kind"] == "fork":
+        request = Spawn.decode(msg.data)
+        if request.spec.get("kind") == "fork":
             # Forking happens on the main thread, between calls (see core/forking.py).
             if self._stopping:
-                self.reply(msg.src, msg.reply_to, (False, "connect", "spawn", "shutting down", []))
+                self.reply(
+                    msg.src,
+                    msg.reply_to,
+                    SpawnFailed(False, "connect", "spawn", "shutting down", []),
+                )
             else:
                 self._enqueue_call(msg)
             return
         try:
             child = Downstream(self, request, msg.src, msg.reply_to)
         except Exception as exc:
-            self.reply(msg.src, msg.reply_to, (False, "connect", "spawn", str(exc), []))
+            self.reply(msg.src, msg.reply_to, SpawnFailed(False, "connect", "spawn", str(exc), []))
             return
         self.children[child.context_id] = child
         self.routes[child.context_id] = child
 
     def adopt_forked(
-        self, request: Dict[str, Any], requester: int, reply_to: int, pid: int, sock_fd: int
+        self, request: Spawn, requester: int, reply_to: int, pid: int, sock_fd: int
     ) -> None:
         """From the main thread: a fork was made; the I/O thread takes its stream over."""
         self._forked.append((request, requester, reply_to, pid, sock_fd))
@@ -521,7 +538,11 @@ class ExternalContext:
         return fds
 
     def on_child_ready(self, child: Any) -> None:
-        self.send(Message(MASTER_ID, self.context_id, HANDLE_ADD_ROUTE, 0, dumps(child.context_id)))
+        self.send(
+            Message(
+                MASTER_ID, self.context_id, HANDLE_ADD_ROUTE, 0, AddRoute.pack(child.context_id)
+            )
+        )
 
     def on_child_gone(self, child: Any, reason: str) -> None:
         self.children.pop(child.context_id, None)
@@ -532,7 +553,7 @@ class ExternalContext:
     def send_upward_del_route(self, ids: List[int], reason: str) -> None:
         try:
             self.send(
-                Message(MASTER_ID, self.context_id, HANDLE_DEL_ROUTE, 0, dumps((ids, reason)))
+                Message(MASTER_ID, self.context_id, HANDLE_DEL_ROUTE, 0, DelRoute.pack(ids, reason))
             )
         except ChannelError:
             pass
@@ -577,7 +598,7 @@ class ExternalContext:
             )
             return
         if msg.handle == HANDLE_ADD_ROUTE:
-            new_id = msg.unpickle()
+            new_id = AddRoute.decode(msg.data).context_id
             if not self._claim_expected(new_id, child):
                 self.log(
                     30, "context %r announced a context it was not asked to start" % child.name
@@ -586,8 +607,7 @@ class ExternalContext:
             child.ids.add(new_id)
             self.routes[new_id] = child
         elif msg.handle == HANDLE_DEL_ROUTE:
-            ids, _reason = msg.unpickle()
-            for context_id in ids:
+            for context_id in DelRoute.decode(msg.data).ids:
                 if context_id in child.ids and context_id != child.context_id:
                     child.ids.discard(context_id)
                     self.routes.pop(context_id, None)
@@ -600,21 +620,22 @@ class ExternalContext:
             pass
 
     def _on_child_get_module(self, child: Any, msg: Message) -> None:
-        name = msg.unpickle()
-        if type(name) is not str:
-            return
-        answer = self.forwarder.request(child, name)
+        answer = self.forwarder.request(child, GetModule.decode(msg.data).name)
         if answer is not None:
             self._send_records(child, answer)
 
     def _send_records(self, child: Any, records: List[Any]) -> None:
         child.send(
-            Message(child.context_id, self.context_id, HANDLE_LOAD_MODULE, 0, dumps(records))
+            Message(
+                child.context_id, self.context_id, HANDLE_LOAD_MODULE, 0, LoadModule.pack(records)
+            )
         )
 
     def _request_module(self, name: str) -> None:
         try:
-            self.send(Message(self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, dumps(name)))
+            self.send(
+                Message(self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(name))
+            )
         except ChannelError:
             pass
 
@@ -656,51 +677,50 @@ class ExternalContext:
         if msg.handle == HANDLE_SPAWN:
             from .forking import fork_child
 
-            request = msg.unpickle()
-            if request["context_id"] in self._cancelled:
+            request = Spawn.decode(msg.data)
+            if request.context_id in self._cancelled:
                 return  # the master gave up waiting for it
             try:
                 fork_child(self, request, msg.src, msg.reply_to)
             except Exception as exc:
-                failure: Tuple[Any, ...] = (False, "connect", "spawn", "fork failed: %r" % exc, ())
+                failure = SpawnFailed(False, "connect", "spawn", "fork failed: %r" % exc, [])
                 self.reply(msg.src, msg.reply_to, failure)
             return
         func_desc = "<undecoded call>"
+        error: Optional[ReplyError] = None
         try:
-            module, qualname, args, kwargs = msg.unpickle()
-            func_desc = "%s.%s" % (module, qualname)
-            result = self._resolve(module, qualname)(*args, **kwargs)
+            call = Call.decode(msg.data)
+            func_desc = "%s.%s" % (call.module, call.qualname)
+            result = self._resolve(call.module, call.qualname)(*call.args, **call.kwargs)
             if type(result).__name__ == "coroutine":
                 import asyncio
 
                 result = asyncio.run(result)
-            reply: Tuple[Any, ...] = (True, result)
         except BaseException as exc:
-            reply = _describe_exception(exc)
+            error = _describe_exception(exc)
         if not msg.reply_to:
-            if not reply[0]:
+            if error is not None:
                 self.send_log(
                     "log",
                     "trimitogen.call",
                     40,
-                    "call_no_reply(%s) raised %s: %s\n%s" % (func_desc, *reply[1:]),
+                    "call_no_reply(%s) raised %s: %s\n%s"
+                    % (func_desc, error.type_name, error.message, error.traceback),
                 )
             return
         try:
-            data: Any = dumps_body(reply)
+            data: Any = ReplyOk.pack(True, result) if error is None else error.encode()
             if len(data) > self.decoder.max_message_size:
                 raise ValueError(
                     "it encodes to %d bytes, over the %d-byte message limit"
                     % (len(data), self.decoder.max_message_size)
                 )
         except Exception as exc:
-            data = dumps(
-                (
-                    False,
-                    "builtins.TypeError",
-                    "the result of %s could not be sent back: %s" % (func_desc, exc),
-                    "",
-                )
+            data = ReplyError.pack(
+                False,
+                "builtins.TypeError",
+                "the result of %s could not be sent back: %s" % (func_desc, exc),
+                "",
             )
         try:
             self.send(Message(msg.src, self.context_id, msg.reply_to, 0, data))
@@ -715,7 +735,7 @@ class ExternalContext:
                 self.context_id,
                 HANDLE_READY,
                 0,
-                dumps((os.getpid(), sys.hexversion, _bytecode_magic())),
+                Ready.pack(os.getpid(), sys.hexversion, _bytecode_magic()),
             )
         )
         self._main_loop()
@@ -776,7 +796,7 @@ def _poke(fd: int) -> None:
         pass
 
 
-def _describe_exception(exc: BaseException) -> Tuple[Any, ...]:
+def _describe_exception(exc: BaseException) -> ReplyError:
     import traceback
 
     cls = type(exc)
@@ -786,7 +806,7 @@ def _describe_exception(exc: BaseException) -> Tuple[Any, ...]:
     except Exception:
         message = "<str() of the exception failed>"
     text = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
-    return (False, type_name, message, text)
+    return ReplyError(False, type_name, message, text)
 
 
 def _redirect_stdio(context: ExternalContext) -> None:

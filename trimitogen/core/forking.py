@@ -17,14 +17,13 @@ import sys
 import warnings
 
 from . import latch
-from .protocol import loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict
+    from typing import Any
 
 
-def fork_child(owner: Any, request: Dict[str, Any], requester: int, reply_to: int) -> None:
+def fork_child(owner: Any, request: Any, requester: int, reply_to: int) -> None:
     """Fork; in the parent hand the child's stream to the I/O thread, in the child never return."""
     for stream in (sys.stdout, sys.stderr):
         # Output still buffered would otherwise be written once by each process.
@@ -49,7 +48,7 @@ def fork_child(owner: Any, request: Dict[str, Any], requester: int, reply_to: in
         os._exit(70)
 
 
-def _become_child(old: Any, request: Dict[str, Any], sock_fd: int) -> None:
+def _become_child(old: Any, request: Any, sock_fd: int) -> None:
     from . import child
 
     for fd in old.owned_fds():
@@ -69,8 +68,7 @@ def _become_child(old: Any, request: Dict[str, Any], sock_fd: int) -> None:
         for handler in list(root.handlers):
             if getattr(handler, "trimitogen_context", None) is old:
                 root.removeHandler(handler)
-    config = loads(request["config_payload"][8:])
-    context = child.ExternalContext(config, sock_fd, sock_fd)
+    context = child.ExternalContext(request.config, sock_fd, sock_fd)
     child.start_runtime(context)
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -21,7 +21,8 @@ import zlib
 
 from .errors import LatchError
 from .latch import Latch
-from .protocol import HANDLE_GET_MODULE, Message, dumps
+from .messages import GetModule
+from .protocol import HANDLE_GET_MODULE, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,7 +93,9 @@ class Importer:
             self._waiting.setdefault(fullname, []).append(latch)
         if first:
             self._send(
-                Message(self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, dumps(fullname))
+                Message(
+                    self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(fullname)
+                )
             )
         # importlib calls find_spec() holding its global import lock.  Keeping it while waiting
         # for the parent would stall every other thread that imports anything, the I/O thread

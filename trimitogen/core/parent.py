@@ -12,15 +12,16 @@ from __future__ import annotations
 import _thread
 import os
 
-from .bootstrap import BootstrapParser
+from .bootstrap import BootstrapParser, length_prefixed
 from .connect import ChildFds, PromptDialog, build_plan
 from .errors import ConnectError, HostKeyError, PasswordError
-from .protocol import HANDLE_READY, FrameDecoder, Message
+from .messages import Ready, Spawn, SpawnFailed, SpawnOk
+from .protocol import HANDLE_READY, FrameDecoder, Message, dumps
 from .side import Side, wait_fd, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Set, Tuple
+    from typing import Any, List, Optional, Set, Tuple
 
 #: Seconds between SIGTERM and SIGKILL when a child must be stopped.
 KILL_GRACE = 2.0
@@ -82,20 +83,19 @@ class Downstream:
     def __init__(
         self,
         owner: Any,
-        request: Dict[str, Any],
+        request: Spawn,
         requester: int,
         reply_to: int,
         forked: Optional[Tuple[int, int]] = None,
     ) -> None:
         self.owner = owner
-        self.context_id: int = request["context_id"]
-        self.name: str = request["name"]
+        self.context_id = request.context_id
+        self.name = request.name
         self.ids: Set[int] = {self.context_id}
         self.requester = requester
         self.reply_to = reply_to
-        self.deny_modules = tuple(request.get("deny") or ())
-        allow = request.get("allow")
-        self.allow_modules = None if allow is None else tuple(allow)
+        self.deny_modules = tuple(request.deny)
+        self.allow_modules = None if request.allow is None else tuple(request.allow)
         self.modules_sent: Set[str] = set()
         self.magic = b""
         self.state = "connecting"
@@ -119,7 +119,7 @@ class Downstream:
             self.rx = self.tx = Side(self, sock_fd)
             self._watch(request)
             return
-        plan = build_plan(request["spec"])
+        plan = build_plan(request.spec)
         self.dialog = plan.dialog
         self.describe = self.dialog.what
         self._spawn(plan, request)
@@ -128,7 +128,7 @@ class Downstream:
         return "Downstream(%r, id=%d, %s)" % (self.name, self.context_id, self.state)
 
     # -- start-up ----------------------------------------------------------------------------
-    def _spawn(self, plan: Any, request: Dict[str, Any]) -> None:
+    def _spawn(self, plan: Any, request: Spawn) -> None:
         import subprocess
 
         fds = ChildFds(plan)
@@ -143,12 +143,12 @@ class Downstream:
         self.term = Side(self, term_fd)
         self.owner.add_reader(self.term.fileno(), self.on_term_readable)
         self._watch(request)
-        self.send_parts([request["payload"], request["config_payload"]])
+        self.send_parts([request.payload, length_prefixed(dumps(request.config))])
 
-    def _watch(self, request: Dict[str, Any]) -> None:
+    def _watch(self, request: Spawn) -> None:
         owner = self.owner
         owner.add_reader(self.rx.fileno(), self.on_readable)
-        owner.add_timer(request["connect_timeout"], self.on_connect_timeout)
+        owner.add_timer(request.connect_timeout, self.on_connect_timeout)
         _thread.start_new_thread(self._wait_for_exit, ())
 
     def _wait_for_exit(self) -> None:
@@ -175,7 +175,7 @@ class Downstream:
         if self._partial.strip():
             lines.append(self.dialog.redact(self._partial.decode("utf-8", "replace").strip()))
         kind = _ERROR_KINDS.get(type(error), "connect")
-        reply = (False, kind, self._phase(error), str(error), lines[-TAIL_LINES:])
+        reply = SpawnFailed(False, kind, self._phase(error), str(error), lines[-TAIL_LINES:])
         self.owner.reply(self.requester, self.reply_to, reply)
         self.kill()
 
@@ -185,15 +185,15 @@ class Downstream:
 
     def _on_ready(self, msg: Message) -> None:
         try:
-            pid, hexversion, *rest = msg.unpickle()
-            pid, hexversion = int(pid), int(hexversion)
-            self.magic = bytes(rest[0]) if rest else b""
+            ready = Ready.decode(msg.data)
         except Exception as exc:
-            self._fail_connect(ConnectError("it announced itself wrongly: %r" % (exc,)))
+            self._fail_connect(ConnectError("it announced itself wrongly: %s" % (exc,)))
             return
+        self.magic = ready.magic
         self.state = "ready"
         self.owner.on_child_ready(self)
-        self.owner.reply(self.requester, self.reply_to, (True, pid, hexversion, self.magic))
+        answer = SpawnOk(True, ready.pid, ready.hexversion, ready.magic)
+        self.owner.reply(self.requester, self.reply_to, answer)
 
     # -- streams -----------------------------------------------------------------------------
     def send_parts(self, parts: List[Any]) -> bool:
