@@ -19,6 +19,8 @@ RUNTIME_MODULES = (
     "trimitogen.core.protocol",
     "trimitogen.core.messages",
     "trimitogen.core.importer",
+    "trimitogen.core.loop",
+    "trimitogen.core.iologger",
     "trimitogen.core.child",
 )
 
@@ -27,6 +29,7 @@ RUNTIME_MODULES = (
 LAZY_MODULES = (
     "trimitogen.core.bootstrap",
     "trimitogen.core.connect",
+    "trimitogen.core.routing",
     "trimitogen.core.parent",
     "trimitogen.core.forking",
 )

@@ -14,14 +14,38 @@ import os
 
 from .bootstrap import BootstrapParser, length_prefixed
 from .connect import ChildFds, PromptDialog, build_plan
-from .errors import ConnectError, HostKeyError, PasswordError
-from .messages import Ready, Spawn, SpawnFailed, SpawnOk
-from .protocol import HANDLE_READY, FrameDecoder, Message, dumps
+from .errors import ChannelError, ConnectError, HostKeyError, PasswordError, StreamError
+from .importer import ModuleForwarder
+from .messages import (
+    AddRoute,
+    DelRoute,
+    GetModule,
+    LoadModule,
+    Log,
+    Ready,
+    Spawn,
+    SpawnFailed,
+    SpawnOk,
+)
+from .protocol import (
+    HANDLE_ADD_ROUTE,
+    HANDLE_DEL_ROUTE,
+    HANDLE_GET_MODULE,
+    HANDLE_LOAD_MODULE,
+    HANDLE_LOG,
+    HANDLE_READY,
+    HANDLE_SPAWN,
+    MASTER_ID,
+    FrameDecoder,
+    Message,
+    dumps,
+)
+from .routing import RouteTable
 from .side import Side, wait_fd, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Set, Tuple
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 #: Seconds between SIGTERM and SIGKILL when a child must be stopped.
 KILL_GRACE = 2.0
@@ -91,7 +115,6 @@ class Downstream:
         self.owner = owner
         self.context_id = request.context_id
         self.name = request.name
-        self.ids: Set[int] = {self.context_id}
         self.requester = requester
         self.reply_to = reply_to
         self.deny_modules = tuple(request.deny)
@@ -104,7 +127,7 @@ class Downstream:
         self.tail: List[str] = []
         self._partial = b""
         self._wlock = _thread.allocate_lock()
-        self.decoder = FrameDecoder(owner.decoder.max_message_size)
+        self.decoder = FrameDecoder(owner.max_message_size)
         self.bootstrap = BootstrapParser()
         self.term: Optional[Side] = None
         if forked is not None:
@@ -347,3 +370,205 @@ class Downstream:
                 self.owner.remove_reader(side.fileno())
                 side.close()
         self.owner.on_child_gone(self, reason)
+
+
+class Children:
+    """The children of one context and the routes through them, on that context's I/O thread.
+
+    Messages from the parent for a context below are passed down the right child's stream;
+    messages from a child go upward only, and only as a context behind that child (the rules are
+    :class:`~.routing.RouteTable`'s).  Module requests of children are served by a
+    :class:`~.importer.ModuleForwarder` from what this context received.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self.name: str = context.name
+        self.max_message_size: int = context.decoder.max_message_size
+        self.loop = context.loop
+        self.by_id: Dict[int, Downstream] = {}
+        self.table = RouteTable(context.context_id)
+        #: Children whose stream was read while a write waited (see write_pump).
+        self.pumped: Set[Downstream] = set()
+        self.forwarder = ModuleForwarder(
+            self._request_module, context.config.get("master_magic", b"")
+        )
+
+    # What a Downstream asks of its owner ------------------------------------------------------
+    def add_reader(self, fd: int, callback: Any) -> None:
+        self.loop.add_reader(fd, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self.loop.remove_reader(fd)
+
+    def add_timer(self, delay: float, callback: Any) -> None:
+        self.loop.add_timer(delay, callback)
+
+    def wake(self) -> None:
+        self.context.wake()
+
+    def write_pump(self) -> Any:
+        """What a write on the I/O thread does while it waits: read the children's streams.
+
+        Suppose this thread waits to write to a child whose own I/O thread waits to write to us:
+        neither reads, and both would wait forever.  So while waiting, this thread keeps reading
+        its children's streams into their decoders; the messages are handled by the loop later.
+        Other threads' writes (the main thread's replies) do not need this: this thread reads.
+        """
+        if not self.by_id:
+            return None
+        return (self._child_fds, self._pump_child)
+
+    def _child_fds(self) -> List[int]:
+        return [c.rx.fd for c in self.by_id.values() if c.rx.fd is not None and not c.eof]
+
+    def _pump_child(self, fd: int) -> None:
+        for child in list(self.by_id.values()):
+            if child.rx.fd == fd:
+                child.pump()
+
+    def handle_pumped(self) -> None:
+        while self.pumped:
+            self.pumped.pop().on_readable()
+
+    def reply(self, dst: int, handle: int, body: Any) -> None:
+        self.context.reply(dst, handle, body)
+
+    def log(self, levelno: int, text: str) -> None:
+        self.context.log(levelno, text)
+
+    def forward_log(self, src: int, kind: str, text: str) -> None:
+        """Send a line a child printed before its runtime took over, as that child's output."""
+        if not self.context.disconnected:
+            self._send_up(Message(MASTER_ID, src, HANDLE_LOG, 0, Log.pack(kind, kind, 20, text)))
+
+    # Starting and stopping -------------------------------------------------------------------
+    def spawn(self, request: Spawn, requester: int, reply_to: int) -> None:
+        try:
+            child = Downstream(self, request, requester, reply_to)
+        except Exception as exc:
+            self.reply(requester, reply_to, SpawnFailed(False, "connect", "spawn", str(exc), []))
+            return
+        self._add(child)
+
+    def adopt(self, request: Spawn, requester: int, reply_to: int, pid: int, fd: int) -> Downstream:
+        """Take over the stream of a fork of this context made by the main thread."""
+        child = Downstream(self, request, requester, reply_to, forked=(pid, fd))
+        self._add(child)
+        return child
+
+    def _add(self, child: Downstream) -> None:
+        self.by_id[child.context_id] = child
+        self.table.add(child.context_id, child, self.table.own_id)
+
+    def kill(self, context_id: int) -> bool:
+        """Stop the direct child ``context_id`` by force; False if there is none."""
+        child = self.by_id.get(context_id)
+        if child is None:
+            return False
+        child.kill()
+        return True
+
+    def stop_all(self) -> None:
+        for child in list(self.by_id.values()):
+            child.kill()
+
+    def on_wake(self) -> None:
+        for child in list(self.by_id.values()):
+            child.on_wake()
+
+    def owned_fds(self) -> List[int]:
+        sides = []
+        for child in self.by_id.values():
+            sides += [child.rx, child.term]
+        return [side.fd for side in sides if side is not None and side.fd is not None]
+
+    def on_child_ready(self, child: Downstream) -> None:
+        self._send_up(
+            Message(
+                MASTER_ID, self.table.own_id, HANDLE_ADD_ROUTE, 0, AddRoute.pack(child.context_id)
+            )
+        )
+
+    def on_child_gone(self, child: Downstream, reason: str) -> None:
+        self.by_id.pop(child.context_id, None)
+        ids = self.table.forget_link(child)
+        self._send_up(
+            Message(MASTER_ID, self.table.own_id, HANDLE_DEL_ROUTE, 0, DelRoute.pack(ids, reason))
+        )
+
+    # Routing -----------------------------------------------------------------------------------
+    def route_down(self, msg: Message) -> bool:
+        """Pass a message from the parent towards ``msg.dst``; False if there is no route."""
+        child = self.table.link_of(msg.dst)
+        if child is None:
+            return False
+        if msg.handle == HANDLE_SPAWN:
+            # A context is about to be started below ``msg.dst``: only that branch may later
+            # announce it.
+            try:
+                self.table.expect(Spawn.decode(msg.data).context_id, child, msg.dst)
+            except StreamError:
+                pass
+        return bool(child.send(msg))
+
+    def on_downstream_message(self, child: Downstream, msg: Message) -> None:
+        """A message from a child: only upward, and only from contexts behind that child."""
+        try:
+            self._on_downstream_message(child, msg)
+        except Exception as exc:
+            # Whatever a child sends, it cannot take this context down with it.
+            self.log(40, "dropped a malformed message from context %r: %s" % (child.name, exc))
+
+    def _on_downstream_message(self, child: Downstream, msg: Message) -> None:
+        refusal = self.table.refuse_upward(child, msg.src, msg.dst)
+        if refusal is not None:
+            self.log(30, "dropped a message from context %r %s" % (child.name, refusal))
+            return
+        if msg.dst == self.table.own_id:
+            if msg.handle == HANDLE_GET_MODULE:
+                answer = self.forwarder.request(child, GetModule.decode(msg.data).name)
+                if answer is not None:
+                    self._send_records(child, answer)
+            elif msg.handle == HANDLE_LOG:
+                self._send_up(Message(MASTER_ID, msg.src, HANDLE_LOG, 0, msg.data))
+            else:
+                self.log(30, "dropped a message from %r for handle %d" % (child.name, msg.handle))
+            return
+        if msg.handle == HANDLE_ADD_ROUTE:
+            if not self.table.claim(AddRoute.decode(msg.data).context_id, child):
+                self.log(
+                    30, "context %r announced a context it was not asked to start" % child.name
+                )
+                return
+        elif msg.handle == HANDLE_DEL_ROUTE:
+            for context_id in DelRoute.decode(msg.data).ids:
+                if self.table.may_report_gone(child.context_id, context_id):
+                    self.table.forget(context_id)
+        self._send_up(msg)
+
+    def _send_up(self, msg: Message) -> None:
+        try:
+            self.context.send(msg)
+        except ChannelError:
+            pass
+
+    # Modules -----------------------------------------------------------------------------------
+    def on_load_module(self, records: List[Any]) -> None:
+        for child, answer in self.forwarder.on_load_module(records):
+            self._send_records(child, answer)
+
+    def _send_records(self, child: Downstream, records: List[Any]) -> None:
+        child.send(
+            Message(
+                child.context_id, self.table.own_id, HANDLE_LOAD_MODULE, 0, LoadModule.pack(records)
+            )
+        )
+
+    def _request_module(self, name: str) -> None:
+        context = self.context
+        self._send_up(
+            Message(
+                context.parent_id, context.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(name)
+            )
+        )
