@@ -10,14 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
-
-import trio
-
-from ._connection import Connection
-from .core.connect import ChildFds, build_plan
-from .core.errors import ConnectError
-from .core.side import Side
+from typing import Any, Literal, Protocol
 
 HostKeyPolicy = Literal["enforce", "accept", "ignore"]
 
@@ -35,8 +28,22 @@ def _python_argv(python: str | Sequence[str] | None, default: str | None) -> tup
     return argv
 
 
+class Method(Protocol):
+    """What :func:`~trimitogen.open_context` needs of a connection method: a ``kind`` (such as
+    ``"ssh"``), a description for messages, and the spec -- a plain dict that
+    :func:`trimitogen.core.connect.build_plan` turns into an argv, in the master or in an
+    intermediate.  Methods are data: the driver does the spawning."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def spec(self) -> dict[str, Any]: ...
+
+
 class _Method:
-    """Shared behaviour: spawning from a spec, with a pty when the method may prompt."""
+    """Shared behaviour of the built-in methods: the spec is the dataclass's fields."""
 
     kind = ""
 
@@ -47,33 +54,6 @@ class _Method:
 
     def describe(self) -> str:
         raise NotImplementedError
-
-    async def start(self, name: str, context_id: int) -> Connection:
-        """Spawn the process: a socketpair on fds 0 and 1 (fd 1 only, with the pty on fd 0, for
-        su), and a pty (for methods that prompt) or a pipe on fd 2."""
-        plan = build_plan(self.spec())
-        fds = ChildFds(plan)
-        try:
-            process = await trio.lowlevel.open_process(plan.argv, **fds.options)
-        except OSError as exc:
-            fds.failed()
-            raise ConnectError(
-                "%s: could not start context %r (phase: spawn): %s: %s"
-                % (self.describe(), name, plan.argv[0], exc)
-            ) from exc
-        stream_fd, term_fd = fds.spawned()
-        side = Side(None, stream_fd)
-        conn = Connection(
-            name=name,
-            context_id=context_id,
-            process=process,
-            rx=side,
-            tx=side,
-            stderr=Side(None, term_fd),
-        )
-        conn.dialog = plan.dialog
-        side.stream = conn
-        return conn
 
 
 @dataclass(frozen=True)
@@ -161,9 +141,6 @@ class Fork(_Method):
 
     def describe(self) -> str:
         return "fork"
-
-    async def start(self, name: str, context_id: int) -> Connection:
-        raise TypeError("fork() contexts are made by a parent context: see open_context")
 
 
 def local(*, python: str | Sequence[str] | None = None) -> Local:

@@ -30,6 +30,7 @@ LAZY_MODULES = (
     "trimitogen.core.bootstrap",
     "trimitogen.core.connect",
     "trimitogen.core.routing",
+    "trimitogen.core.link",
     "trimitogen.core.parent",
     "trimitogen.core.forking",
 )

@@ -12,17 +12,17 @@ from __future__ import annotations
 import _thread
 import os
 
-from .bootstrap import BootstrapParser, length_prefixed
+from .bootstrap import length_prefixed
 from .connect import ChildFds, PromptDialog, build_plan
-from .errors import ChannelError, ConnectError, HostKeyError, PasswordError, StreamError
-from .importer import ModuleForwarder
+from .errors import ChannelError, ConnectError, StreamError
+from .importer import ModuleForwarder, ModulePolicy
+from .link import CONNECTING, GONE, READY, Grace, Link
 from .messages import (
     AddRoute,
     DelRoute,
     GetModule,
     LoadModule,
     Log,
-    Ready,
     Spawn,
     SpawnFailed,
     SpawnOk,
@@ -33,10 +33,8 @@ from .protocol import (
     HANDLE_GET_MODULE,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
-    HANDLE_READY,
     HANDLE_SPAWN,
     MASTER_ID,
-    FrameDecoder,
     Message,
     dumps,
 )
@@ -46,25 +44,6 @@ from .side import Side, wait_fd, write_parts_blocking
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Set, Tuple
-
-#: Seconds between SIGTERM and SIGKILL when a child must be stopped.
-KILL_GRACE = 2.0
-
-#: Lines of a child's terminal or stderr output kept for error messages.
-TAIL_LINES = 20
-
-_ERROR_KINDS = {PasswordError: "password", HostKeyError: "hostkey", ConnectError: "connect"}
-
-
-def describe_status(status: int) -> str:
-    if status < 0:
-        import signal
-
-        try:
-            return "was killed by signal %s" % signal.Signals(-status).name
-        except ValueError:
-            return "was killed by signal %d" % -status
-    return "exited with status %d" % status
 
 
 class ForkedProcess:
@@ -101,8 +80,64 @@ class ForkedProcess:
         self._signal(signal.SIGKILL)
 
 
+class ProcessMonitor:
+    """Waits for one child process on a thread of its own and wakes the owner's loop when it ends.
+
+    The loop then reads :attr:`exit_status`.  A thread per child, because ``waitpid`` on a
+    specific pid is the only wait that cannot steal another library's child.
+    """
+
+    def __init__(self, process: Any, wake: Any) -> None:
+        self.process = process
+        self.exit_status: Optional[int] = None
+        self._wake = wake
+        _thread.start_new_thread(self._wait, ())
+
+    def _wait(self) -> None:
+        self.exit_status = self.process.wait()
+        self._wake()
+
+    def terminate(self) -> None:
+        if self.exit_status is None:
+            try:
+                self.process.terminate()
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        if self.exit_status is None:
+            try:
+                self.process.kill()
+            except OSError:
+                pass
+
+
+def create_child(plan: Any) -> Tuple[Any, int, int]:
+    """Start ``plan``'s process with a socket for frames and a pipe for stderr (no terminal).
+
+    Returns ``(process, stream fd, stderr fd)``; raises :class:`ConnectError` if it cannot start.
+    """
+    import subprocess
+
+    fds = ChildFds(plan)
+    try:
+        process = subprocess.Popen(plan.argv, **fds.options)
+    except OSError as exc:
+        fds.failed()
+        raise ConnectError("%s: %s" % (plan.argv[0], exc)) from exc
+    stream_fd, term_fd = fds.spawned()
+    return process, stream_fd, term_fd
+
+
+def tty_create_child(plan: Any) -> Tuple[Any, int, int]:
+    """Like :func:`create_child`, with a pty as the controlling terminal, for methods that may
+    prompt (the returned fd is the pty's master)."""
+    assert plan.use_pty, "tty_create_child needs a plan that asks for a terminal"
+    return create_child(plan)
+
+
 class Downstream:
-    """One child of this context, from spawn to reaping."""
+    """One child of this context, from spawn to reaping: a pump of its fds into a :class:`Link`."""
 
     def __init__(
         self,
@@ -117,106 +152,70 @@ class Downstream:
         self.name = request.name
         self.requester = requester
         self.reply_to = reply_to
-        self.deny_modules = tuple(request.deny)
-        self.allow_modules = None if request.allow is None else tuple(request.allow)
+        self.module_policy = ModulePolicy(request.deny, request.allow)
         self.modules_sent: Set[str] = set()
-        self.magic = b""
-        self.state = "connecting"
-        self.exit_status: Optional[int] = None
         self.eof = False
-        self.tail: List[str] = []
-        self._partial = b""
+        self._reported = False
         self._wlock = _thread.allocate_lock()
-        self.decoder = FrameDecoder(owner.max_message_size)
-        self.bootstrap = BootstrapParser()
         self.term: Optional[Side] = None
         if forked is not None:
             # A copy of the owner made by os.fork(): no bootstrap, no terminal; it speaks frames
             # at once on its end of the socketpair.
-            self.dialog = PromptDialog("fork of context %r" % owner.name, None)
-            self.describe = self.dialog.what
-            self.bootstrap.hexversion = 0
+            dialog = PromptDialog("fork of context %r" % owner.name, None)
+            self.link = Link(
+                self.context_id,
+                dialog,
+                expect_marker=False,
+                max_message_size=owner.max_message_size,
+            )
             pid, sock_fd = forked
-            self.process: Any = ForkedProcess(pid)
-            self.pid = pid
+            process: Any = ForkedProcess(pid)
             self.rx = self.tx = Side(self, sock_fd)
-            self._watch(request)
-            return
-        plan = build_plan(request.spec)
-        self.dialog = plan.dialog
-        self.describe = self.dialog.what
-        self._spawn(plan, request)
-
-    def __repr__(self) -> str:
-        return "Downstream(%r, id=%d, %s)" % (self.name, self.context_id, self.state)
-
-    # -- start-up ----------------------------------------------------------------------------
-    def _spawn(self, plan: Any, request: Spawn) -> None:
-        import subprocess
-
-        fds = ChildFds(plan)
-        try:
-            self.process = subprocess.Popen(plan.argv, **fds.options)
-        except OSError as exc:
-            fds.failed()
-            raise ConnectError("%s: %s" % (plan.argv[0], exc)) from exc
-        stream_fd, term_fd = fds.spawned()
-        self.pid = self.process.pid
-        self.rx = self.tx = Side(self, stream_fd)
-        self.term = Side(self, term_fd)
-        self.owner.add_reader(self.term.fileno(), self.on_term_readable)
-        self._watch(request)
-        self.send_parts([request.payload, length_prefixed(dumps(request.config))])
-
-    def _watch(self, request: Spawn) -> None:
-        owner = self.owner
+        else:
+            plan = build_plan(request.spec)
+            self.link = Link(self.context_id, plan.dialog, max_message_size=owner.max_message_size)
+            spawn = tty_create_child if plan.use_pty else create_child
+            process, stream_fd, term_fd = spawn(plan)
+            self.rx = self.tx = Side(self, stream_fd)
+            self.term = Side(self, term_fd)
+            owner.add_reader(self.term.fileno(), self.on_term_readable)
+        self.pid = process.pid
+        self.monitor = ProcessMonitor(process, owner.wake)
         owner.add_reader(self.rx.fileno(), self.on_readable)
         owner.add_timer(request.connect_timeout, self.on_connect_timeout)
-        _thread.start_new_thread(self._wait_for_exit, ())
+        if forked is None:
+            self.send_parts([request.payload, length_prefixed(dumps(request.config))])
 
-    def _wait_for_exit(self) -> None:
-        self.exit_status = self.process.wait()
-        self.owner.wake()
+    def __repr__(self) -> str:
+        return "Downstream(%r, id=%d, %s)" % (self.name, self.context_id, self.link.state)
 
-    def _phase(self, error: Optional[ConnectError] = None) -> str:
-        if isinstance(error, PasswordError):
-            return "authentication"
-        if isinstance(error, HostKeyError):
-            return "host key"
-        if error is not None and error is self.dialog.error:
-            return "connect"
-        if self.bootstrap.hexversion is not None:
-            return "bootstrap"
-        return "authentication" if self.dialog.passwords_sent else "spawn"
+    @property
+    def magic(self) -> bytes:
+        return self.link.ready.magic if self.link.ready is not None else b""
 
-    def _fail_connect(self, error: ConnectError) -> None:
-        """Answer the spawn request with the failure: (False, kind, phase, reason, output)."""
-        if self.state != "connecting":
+    # -- start-up ----------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Answer the spawn request once start-up is decided, either way."""
+        link = self.link
+        if self._reported or link.state == CONNECTING:
             return
-        self.state = "failed"
-        lines = self.bootstrap.output_lines()[-TAIL_LINES:] + self.tail[-TAIL_LINES:]
-        if self._partial.strip():
-            lines.append(self.dialog.redact(self._partial.decode("utf-8", "replace").strip()))
-        kind = _ERROR_KINDS.get(type(error), "connect")
-        reply = SpawnFailed(False, kind, self._phase(error), str(error), lines[-TAIL_LINES:])
-        self.owner.reply(self.requester, self.reply_to, reply)
+        self._reported = True
+        if link.ready is not None:
+            ready = link.ready
+            self.owner.on_child_ready(self)
+            answer: Any = SpawnOk(True, ready.pid, ready.hexversion, ready.magic)
+            self.owner.reply(self.requester, self.reply_to, answer)
+            return
+        failure = link.failure
+        assert failure is not None
+        answer = SpawnFailed(False, failure.kind, failure.phase, failure.reason, failure.last_lines)
+        self.owner.reply(self.requester, self.reply_to, answer)
         self.kill()
 
     def on_connect_timeout(self) -> None:
-        if self.state == "connecting":
-            self._fail_connect(ConnectError("no answer within the connect timeout"))
-
-    def _on_ready(self, msg: Message) -> None:
-        try:
-            ready = Ready.decode(msg.data)
-        except Exception as exc:
-            self._fail_connect(ConnectError("it announced itself wrongly: %s" % (exc,)))
-            return
-        self.magic = ready.magic
-        self.state = "ready"
-        self.owner.on_child_ready(self)
-        answer = SpawnOk(True, ready.pid, ready.hexversion, ready.magic)
-        self.owner.reply(self.requester, self.reply_to, answer)
+        if self.link.state == CONNECTING:
+            self.link.fail(ConnectError("no answer within the connect timeout"))
+            self._settle()
 
     # -- streams -----------------------------------------------------------------------------
     def send_parts(self, parts: List[Any]) -> bool:
@@ -232,26 +231,21 @@ class Downstream:
         return self.send_parts(msg.frame_parts())
 
     def _read(self) -> bool:
-        """Read what is there into the decoder; False at end of stream."""
-        view = self.decoder.body_view()
+        """Read what is there into the link; False at end of stream."""
+        view = self.link.body_view()
         if view is not None:
             n = self.rx.readinto(view)
             if n:
-                self.decoder.body_filled(n)
+                self.link.body_filled(n)
             return bool(n)
         data = self.rx.read()
         if not data:
             return False
-        if self.bootstrap.hexversion is None:
-            if not self.bootstrap.receive_data(data):
-                return True
-            data = self.bootstrap.remainder
-        if data:
-            self.decoder.receive_data(data)
+        self.link.receive_stream(data)
         return True
 
     def pump(self) -> None:
-        """Read what is there without acting on it (see ExternalContext.write_pump)."""
+        """Read what is there without acting on it (see Children.write_pump)."""
         if self.eof or self.rx.closed:
             return
         try:
@@ -275,15 +269,13 @@ class Downstream:
             alive = False
         if not alive:
             self.eof = True
+            self.link.stream_closed()
             self.owner.remove_reader(self.rx.fileno())
             self._maybe_finish()
             return
-        for msg in self.decoder.messages():
-            if self.state == "connecting" and msg.handle == HANDLE_READY:
-                if msg.src == self.context_id:
-                    self._on_ready(msg)
-                continue
+        for msg in self.link.messages():
             self.owner.on_downstream_message(self, msg)
+        self._settle()
 
     def on_term_readable(self) -> None:
         if self.term is None:
@@ -293,48 +285,38 @@ class Downstream:
         except BlockingIOError:
             return
         if not data:
+            self._forward(self.link.output_closed())
             self.owner.remove_reader(self.term.fileno())
             self.term.close()
             return
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()[-4096:]
-        for line in lines:
-            text = self.dialog.redact(line.rstrip(b"\r").decode("utf-8", "replace"))
-            self.tail = [*self.tail, text][-TAIL_LINES:]
-            if self.state in ("connecting", "ready"):
+        lines, answer = self.link.receive_output(data)
+        self._forward(lines)
+        if answer:
+            try:
+                os.write(self.term.fileno(), answer)
+            except OSError:
+                pass
+        self._settle()
+
+    def _forward(self, lines: List[str]) -> None:
+        if self.link.state in (CONNECTING, READY):
+            for text in lines:
                 self.owner.forward_log(self.context_id, "stderr", text)
-        if self.state == "connecting":
-            answer = self.dialog.receive_data(data)
-            if answer:
-                try:
-                    os.write(self.term.fileno(), answer)
-                except OSError:
-                    pass
-            if self.dialog.error is not None:
-                self._fail_connect(self.dialog.error)
 
     # -- the end -----------------------------------------------------------------------------
     def kill(self) -> None:
-        if self.exit_status is None:
-            try:
-                self.process.terminate()
-            except OSError:
-                pass
-            self.owner.add_timer(KILL_GRACE, self._kill_hard)
-
-    def _kill_hard(self) -> None:
-        if self.exit_status is None:
-            try:
-                self.process.kill()
-            except OSError:
-                pass
+        if self.monitor.exit_status is None:
+            self.monitor.terminate()
+            self.owner.add_timer(Grace.KILL, self.monitor.kill)
 
     def on_wake(self) -> None:
         """The owner was woken: the process may have exited."""
-        if self.exit_status is not None and self.state != "gone":
+        status = self.monitor.exit_status
+        if status is not None and self.link.state != GONE and self.link.exit_status is None:
+            self.link.process_exited(status)
             if not self.eof:
                 # Give the stream a moment to deliver what the child wrote before it exited.
-                self.owner.add_timer(1.0, self._finish_after_exit)
+                self.owner.add_timer(Grace.OUTPUT_AFTER_EXIT, self._finish_after_exit)
             self._maybe_finish()
 
     def _finish_after_exit(self) -> None:
@@ -342,20 +324,18 @@ class Downstream:
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self.state == "gone":
+        link = self.link
+        if link.state == GONE or not self.eof:
             return
-        if not self.eof:
-            return
-        if self.exit_status is None:
+        if link.exit_status is None:
             # The stream closed but the process lives on: make sure it ends.
             self.kill()
             return
-        reason = "its process %s" % describe_status(self.exit_status)
         term = self.term
-        if self.state == "connecting" and term is not None and not term.closed:
+        if link.state == CONNECTING and term is not None and not term.closed:
             # What it printed last (such as "Authentication failure") says more than its status.
             for _ in range(64):
-                if term.closed or self.state != "connecting":
+                if term.closed or link.state != CONNECTING:
                     break
                 self.on_term_readable()
                 if not term.closed:
@@ -363,8 +343,9 @@ class Downstream:
 
                     if not wait_fd(term.fileno(), select.POLLIN, 0):
                         break
-        self._fail_connect(ConnectError(reason))
-        self.state = "gone"
+        reason = link.end_reason("its stream closed")
+        link.gone(reason)
+        self._settle()
         for side in (self.rx, self.term):
             if side is not None and not side.closed:
                 self.owner.remove_reader(side.fileno())
