@@ -126,9 +126,6 @@ def _ssh_plan(spec: Dict[str, Any]) -> Plan:
     return Plan(argv, password is not None, ssh_dialog(target, password))
 
 
-Rule = "Tuple[bytes, Type[ConnectError], str]"
-
-
 class PromptDialog:
     """Reads a starting child's terminal output; says what to type and when it has failed.
 
