@@ -104,6 +104,7 @@ class ExternalContext:
         self._forked: List[Any] = []
         self._io_thread: Optional[int] = None
         self._cancelled: Set[int] = set()
+        self._finishing = False
 
     # Sending -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -198,6 +199,9 @@ class ExternalContext:
                 return
             if self.children is not None:
                 self.children.handle_pumped()
+            if self._finishing and not loop.held:
+                self._finish_io()
+                return
             if self._stopping and not stopping:
                 stopping = True
                 if self.children is not None:
@@ -221,6 +225,12 @@ class ExternalContext:
             self.loop.stop()
 
     def _on_main_done(self) -> None:
+        # Children still running keep their streams (keep_alive sides) held: the loop goes on
+        # until they are reaped and reported gone, or the watchdog ends the process.
+        self.loop.remove_reader(self._main_done_r)
+        self._finishing = True
+
+    def _finish_io(self) -> None:
         for logger in self.loggers:
             logger.drain()
         self._release_io_done()

@@ -182,11 +182,16 @@ class Link:
         to type in answer to a prompt (often ``b""``)."""
         pieces = (self._partial + data).split(b"\n")
         partial = pieces.pop()
+        lines = []
+        for piece in pieces:
+            while len(piece) > MAX_LINE:
+                lines.append(self._line(piece[:MAX_LINE]))
+                piece = piece[MAX_LINE:]
+            lines.append(self._line(piece))
         while len(partial) > MAX_LINE:
-            pieces.append(partial[:MAX_LINE])
+            lines.append(self._line(partial[:MAX_LINE]))
             partial = partial[MAX_LINE:]
         self._partial = partial
-        lines = [self._line(piece) for piece in pieces]
         answer = b""
         if self.state == CONNECTING:
             answer = self.dialog.receive_data(data)

@@ -16,7 +16,7 @@ from .side import set_nonblocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Tuple
+    from typing import Any, Callable, Dict, List, Tuple
 
 #: Events that make a reader's callback run: data, or the other end gone.
 POLLIN = select.POLLIN | select.POLLHUP | select.POLLERR
@@ -68,6 +68,9 @@ class PollLoop:
         self._readers: Dict[int, Callable[[], None]] = {}
         self._timers: List[Tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = 0
+        #: Sides with ``keep_alive`` whose stream has not ended: the loop's owner waits for them
+        #: before it finishes (see :meth:`hold`).
+        self.held: List[Any] = []
         self.stopped = False
 
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
@@ -77,6 +80,16 @@ class PollLoop:
     def remove_reader(self, fd: int) -> None:
         if self._readers.pop(fd, None) is not None:
             self._poller.unregister(fd)
+
+    def hold(self, side: Any) -> None:
+        """Keep the owner's shutdown waiting until :meth:`release` of ``side``, if it is a
+        ``keep_alive`` side (see :class:`~.side.Side`)."""
+        if side.keep_alive:
+            self.held.append(side)
+
+    def release(self, side: Any) -> None:
+        if side in self.held:
+            self.held.remove(side)
 
     def add_timer(self, delay: float, callback: Callable[[], None]) -> None:
         self._timer_seq += 1

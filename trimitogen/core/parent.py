@@ -182,6 +182,7 @@ class Downstream:
         self.pid = process.pid
         self.monitor = ProcessMonitor(process, owner.wake)
         owner.add_reader(self.rx.fileno(), self.on_readable)
+        owner.loop.hold(self.rx)
         owner.add_timer(request.connect_timeout, self.on_connect_timeout)
         if forked is None:
             self.send_parts([request.payload, length_prefixed(dumps(request.config))])
@@ -349,6 +350,7 @@ class Downstream:
         for side in (self.rx, self.term):
             if side is not None and not side.closed:
                 self.owner.remove_reader(side.fileno())
+                self.owner.loop.release(side)
                 side.close()
         self.owner.on_child_gone(self, reason)
 
