@@ -1,4 +1,4 @@
-"""The ssh/sudo/su test infrastructure (tests/infra.py) works with the real tools.
+"""The real test infrastructure of trimitogen.testing (users, sshd, ptys) works with the real tools.
 
 These also pin down what the real tools print, which the ssh, sudo and su methods must recognise:
 password prompts, host-key questions and the wrong-password messages.
@@ -14,14 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import (
-    PtyResult,
-    SshServer,
-    Users,
-    run_on_pty,
-    sshd_fixture,  # noqa: F401  (the "sshd" fixture)
-    users_fixture,  # noqa: F401  (the "users" fixture)
-)
+from trimitogen.testing import PtyResult, SshServer, Users, run_on_pty, running_sshd, skip_or_fail
 
 TIMEOUT = 30.0
 #: Prompts and messages in English, whatever the machine's locale.
@@ -79,6 +72,58 @@ def test_sshd_files(sshd: SshServer) -> None:
     assert wrong[1:] != sshd.host_public_key.split()
     assert "-F" in sshd.ssh_args()
     assert "BatchMode" not in " ".join(sshd.ssh_args())
+
+
+def test_sshd_fixture_is_the_plugins_one(sshd: SshServer, trimitogen_sshd: SshServer) -> None:
+    assert sshd is trimitogen_sshd
+    assert sshd.hosts == ("127.0.0.1",)
+
+
+def test_sshd_on_several_addresses(users: Users, no_leaked_fds: None) -> None:
+    hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    with running_sshd(users, hosts, max_startups=20, max_sessions=7) as server:
+        assert (server.host, server.hosts) == ("127.0.0.2", tuple(hosts))
+        config = (server.directory / "sshd_config").read_text().splitlines()
+        assert ["ListenAddress %s" % host for host in hosts] == [
+            line for line in config if line.startswith("ListenAddress ")
+        ]
+        assert "MaxStartups 20" in config
+        assert "MaxSessions 7" in config
+        assert server.known_hosts.read_text() == "".join(
+            "[%s]:%d %s\n" % (host, server.port, server.host_public_key) for host in hosts
+        )
+        for host in hosts:
+            options = ["-o", "StrictHostKeyChecking=yes"]
+            result = run(server.argv("id", "-un", host=host, options=options))
+            assert (result.returncode, result.stdout) == (0, "tmg-ssh\n"), result
+        assert len(server.pids) == 1
+        directory, pid = server.directory, server.pid
+    assert not directory.exists()
+    assert not os.path.exists("/proc/%d" % pid)
+
+
+def test_sshd_on_more_addresses_than_one_sshd_takes(users: Users) -> None:
+    hosts = ["127.0.0.%d" % i for i in range(2, 82)]  # 80 addresses: five sshd processes
+    with running_sshd(users, hosts) as server:
+        assert len(server.pids) == 5
+        assert server.pids[0] == server.pid
+        config = (server.directory / "sshd_config").read_text().splitlines()
+        assert "MaxStartups 160:30:320" in config
+        assert len(server.known_hosts.read_text().splitlines()) == 80
+        for host in (hosts[0], hosts[16], hosts[-1]):
+            result = run(server.argv("id", "-un", host=host, options=["-o", "BatchMode=yes"]))
+            assert (result.returncode, result.stdout) == (0, "tmg-ssh\n"), result
+        pids = server.pids
+    assert not any(os.path.exists("/proc/%d" % pid) for pid in pids)
+
+
+def test_skip_or_fail_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"^no widget$"):
+        skip_or_fail("no widget")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"^CI=true but no widget$"):
+        skip_or_fail("no widget")
 
 
 # ---- ssh
