@@ -103,13 +103,13 @@ def test_sshd_on_several_addresses(users: Users, no_leaked_fds: None) -> None:
 
 
 def test_sshd_on_more_addresses_than_one_sshd_takes(users: Users) -> None:
-    hosts = ["127.0.0.%d" % i for i in range(2, 82)]  # 80 addresses: five sshd processes
+    hosts = ["127.0.0.%d" % i for i in range(2, 202)]  # 200 addresses: 13 sshd processes
     with running_sshd(users, hosts) as server:
-        assert len(server.pids) == 5
+        assert len(server.pids) == 13
         assert server.pids[0] == server.pid
         config = (server.directory / "sshd_config").read_text().splitlines()
-        assert "MaxStartups 160:30:320" in config
-        assert len(server.known_hosts.read_text().splitlines()) == 80
+        assert "MaxStartups 400:30:800" in config
+        assert len(server.known_hosts.read_text().splitlines()) == 200
         for host in (hosts[0], hosts[16], hosts[-1]):
             result = run(server.argv("id", "-un", host=host, options=["-o", "BatchMode=yes"]))
             assert (result.returncode, result.stdout) == (0, "tmg-ssh\n"), result
