@@ -68,13 +68,21 @@ __all__ = [
 
 @pytest.fixture(scope="session")
 def trimitogen_users() -> Iterator[Users]:
-    """The throwaway users of :func:`provision_users`, once per test session."""
+    """The throwaway users of :func:`provision_users`, once per test session.
+
+    Needs root; creates (and keeps) five ``tmg-*`` users and installs a sudoers drop-in for the
+    session.  Skips the test without root or a tool, fails it under ``CI=true``.
+    """
     with provision_users() as users:
         yield users
 
 
 @pytest.fixture(scope="session")
 def trimitogen_sshd(trimitogen_users: Users) -> Iterator[SshServer]:
-    """A :func:`running_sshd` on 127.0.0.1 for the throwaway users, once per test session."""
+    """A :func:`running_sshd` on 127.0.0.1 for the throwaway users, once per test session.
+
+    Needs root (and ``trimitogen_users``); uses ``/run/sshd`` and a temporary directory, both
+    removed at the end of the session if it made them.
+    """
     with running_sshd(trimitogen_users) as server:
         yield server
