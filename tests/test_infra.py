@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from trimitogen.testing import PtyResult, SshServer, Users, run_on_pty, running_sshd, skip_or_fail
+from trimitogen.testing import (
+    PtyResult,
+    SshServer,
+    Users,
+    provision_users,
+    run_on_pty,
+    running_sshd,
+    skip_or_fail,
+)
 
 TIMEOUT = 30.0
 #: Prompts and messages in English, whatever the machine's locale.
@@ -47,6 +55,20 @@ def test_users_exist_with_bash_and_homes(users: Users) -> None:
         assert result.stdout.split() == [user.name, str(user.home)], result
         assert user.home.is_dir()
     assert users.by_name("tmg-su") is users.su
+
+
+def test_a_second_holder_of_the_users_waits_then_names_the_first(users: Users) -> None:
+    second = provision_users(wait=0.3)
+    with pytest.raises(RuntimeError, match="still in use by process %d " % os.getpid()):
+        second.__enter__()
+    # The first holder's users are untouched: the same passwords still work.
+    result = on_pty(
+        ["su", "tmg-su", "-c", "id -un"],
+        [(b"Password: ", users.su.password.encode() + b"\n")],
+        user="tmg-target",
+    )
+    assert (result.returncode, result.transcript) == (0, b"Password: \r\ntmg-su\r\n"), result
+    assert users.sudoers_file.exists()
 
 
 def test_sudoers_drop_in_is_valid(users: Users) -> None:

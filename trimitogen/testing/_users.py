@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import os
 import pwd
 import secrets
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,9 @@ from ._tools import COMMAND_TIMEOUT, require_root, require_tools, run_command
 SUDOERS_FILE = Path("/etc/sudoers.d/trimitogen-tests")
 #: The throwaway users, in the order :meth:`Users.all` gives them.
 USER_NAMES = ("tmg-ssh", "tmg-sudo", "tmg-target", "tmg-nopw", "tmg-su")
+#: Locked (``flock``) while the users are in use: two holders would reset each other's
+#: passwords and lock them under each other's feet.  It holds the holder's pid.
+USERS_LOCK = Path(tempfile.gettempdir()) / "trimitogen-testing-users.lock"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +106,35 @@ def _ensure_user(name: str, tools: dict[str, str]) -> pwd.struct_passwd:
 
 
 @contextlib.contextmanager
-def provision_users() -> Iterator[Users]:
+def _exclusive_use(wait: float) -> Iterator[None]:
+    """Hold :data:`USERS_LOCK`, waiting up to ``wait`` seconds for another holder to finish."""
+    fd = os.open(USERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    raise
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise RuntimeError(
+                    "the throwaway users are still in use by process %s (another test session"
+                    " or benchmark run) after %.0f s; wait for it to end, or remove %s if that"
+                    " process is gone" % (holder, wait, USERS_LOCK)
+                )
+            time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+@contextlib.contextmanager
+def provision_users(*, wait: float = 90.0) -> Iterator[Users]:
     """Create (or reuse) five throwaway users with fresh passwords and sudo rules.
 
     Needs root, ``useradd``, ``usermod``, ``chpasswd``, ``sudo``, ``visudo``, ``su`` and
@@ -113,11 +148,19 @@ def provision_users() -> Iterator[Users]:
       (``timestamp_timeout=0``), and ``sudo -u tmg-nopw`` without one.
 
     On exit the drop-in is removed and the passwords are locked; the users, their groups and
-    their home directories stay.  Two sessions on one machine must not overlap: each resets
-    the same users' passwords.
+    their home directories stay.  One holder at a time, on the whole machine: each resets the
+    same users' passwords, so a second caller (another test session, a benchmark run, or a
+    nested call) waits up to ``wait`` seconds for the first to finish, then raises
+    ``RuntimeError`` naming the holder's pid.  The lock is an ``flock`` on
+    ``trimitogen-testing-users.lock`` in the temporary directory.
     """
     require_root("provisioning throwaway users")
     tools = require_tools("useradd", "usermod", "chpasswd", "sudo", "visudo", "su", "runuser")
+    with _exclusive_use(wait):
+        yield from _provisioned(tools)
+
+
+def _provisioned(tools: dict[str, str]) -> Iterator[Users]:
     entries = {name: _ensure_user(name, tools) for name in USER_NAMES}
     # Letters and digits only: nothing a shell, chpasswd or a prompt parser could misread.
     passwords = {name: "tmg" + secrets.token_hex(12) for name in USER_NAMES}
