@@ -35,10 +35,10 @@ def _char_col(line: str, byte_col: int) -> int:
 #: Token types that open and close an f-string (3.12+) or t-string (3.14+), whose parts span
 #: several tokens; older Pythons give the whole literal as one STRING token.
 _STRING_OPENERS = tuple(
-    getattr(tokenize, name) for name in ("FSTRING_START", "TSTRING_START") if hasattr(tokenize, name)
+    getattr(tokenize, k) for k in ("FSTRING_START", "TSTRING_START") if hasattr(tokenize, k)
 )
 _STRING_CLOSERS = tuple(
-    getattr(tokenize, name) for name in ("FSTRING_END", "TSTRING_END") if hasattr(tokenize, name)
+    getattr(tokenize, k) for k in ("FSTRING_END", "TSTRING_END") if hasattr(tokenize, k)
 )
 _SKIPPED = (tokenize.NL, tokenize.COMMENT)
 
@@ -69,8 +69,8 @@ def minimize_source(source: str) -> str:
             end_row, end = _past_semicolon(tokens, (end_row, end))
         edits.append((node.lineno, start, end_row, end, "" if of_module else "pass"))
     # Lines whose end is inside a literal keep their trailing whitespace: it is the literal's.
-    in_literal = set()  # type: Set[int]
-    opened = []  # type: List[int]
+    in_literal: Set[int] = set()
+    opened: List[int] = []
     for tok in tokens:
         if tok.type == tokenize.COMMENT:
             (row, col), (erow, ecol) = tok.start, tok.end
