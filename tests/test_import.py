@@ -282,3 +282,11 @@ async def test_namespace_packages(master_only: MasterOnly) -> None:
 
     async with tm.open_context(tm.local()) as ctx:
         assert await ctx.call(nspkg_tmg.sub.mod.value) == "from a namespace"
+
+
+async def test_a_probe_for_a_missing_module_answers_none(ctx: tm.Context) -> None:
+    # Code that checks for optional dependencies with find_spec() expects None, not an error.
+    probe = "__import__('importlib.util').util.find_spec('tmg_no_such_module') is None"
+    assert await ctx.call(eval, probe) is True
+    with pytest.raises(tm.CallError, match="master cannot find it"):
+        await ctx.call(__import__, "tmg_no_such_module")

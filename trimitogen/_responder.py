@@ -160,6 +160,15 @@ def _file_stamp(spec: ModuleSpec | None) -> tuple[str, int, int] | None:
     return (path, st.st_mtime_ns, st.st_size)
 
 
+def _is_namespace(spec: ModuleSpec) -> bool:
+    """Whether ``spec`` is a namespace package's (found by the path search, no loader yet, or
+    importlib's own namespace loader once imported)."""
+    return spec.loader is None or type(spec.loader).__name__ in (
+        "NamespaceLoader",
+        "_NamespaceLoader",
+    )
+
+
 def _parents(name: str) -> list[str]:
     """``a.b.c`` -> ``["a", "a.b"]``."""
     parts = name.split(".")
@@ -254,6 +263,15 @@ class ModuleResponder:
         is_package = spec.submodule_search_locations is not None
         search_path = tuple(spec.submodule_search_locations or ())
         if origin is None or origin == "namespace" or not spec.has_location:
+            if not _is_namespace(spec):
+                # Made at run time by a finder of the package's own (six.moves): the child's
+                # copy of that finder makes it there too, once the package is imported.
+                return _Module(
+                    name,
+                    False,
+                    reason="it is made at run time by %s, not read from a file"
+                    % type(spec.loader).__qualname__,
+                )
             if is_package:  # a namespace package: an empty package in the child
                 return _Module(
                     name,

@@ -676,7 +676,7 @@ class ExternalContext:
                 result = asyncio.run(result)
             reply: Tuple[Any, ...] = (True, result)
         except BaseException as exc:
-            reply = _describe_exception(exc)
+            reply = _describe_exception(exc, self.importer.explain)
         if not msg.reply_to:
             if not reply[0]:
                 self.send_log(
@@ -776,13 +776,15 @@ def _poke(fd: int) -> None:
         pass
 
 
-def _describe_exception(exc: BaseException) -> Tuple[Any, ...]:
+def _describe_exception(
+    exc: BaseException, explain: Callable[[BaseException], str] = str
+) -> Tuple[Any, ...]:
     import traceback
 
     cls = type(exc)
     type_name = "%s.%s" % (cls.__module__, cls.__qualname__)
     try:
-        message = str(exc)
+        message = explain(exc)
     except Exception:
         message = "<str() of the exception failed>"
     text = "".join(traceback.format_exception(cls, exc, exc.__traceback__))

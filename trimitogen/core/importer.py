@@ -55,6 +55,8 @@ class Importer:
         self._records: Dict[str, Record] = {}
         self._waiting: Dict[str, List[Latch]] = {}
         self._sources: Dict[str, bytes] = {}
+        #: Why the parent could not send a module, by name, for :meth:`explain`.
+        self._reasons: Dict[str, str] = {}
         self.closed = False
 
     def __repr__(self) -> str:
@@ -122,13 +124,24 @@ class Importer:
             return None
         _name, found, origin, is_package, _source, _code, reason = self._fetch(fullname)
         if not found:
-            raise ModuleNotFoundError("No module named %r: %s" % (fullname, reason), name=fullname)
+            # Not found is None, never an exception: finders a package appends to the meta path
+            # after this one (six does) must still be asked, and importlib.util.find_spec() must
+            # answer None for a probe.  The reason is kept for the error report.
+            self._reasons[fullname] = reason
+            return None
         from importlib.machinery import ModuleSpec
 
         loader: Any = self
         spec = ModuleSpec(fullname, loader, origin=origin, is_package=is_package)
         spec.has_location = True
         return spec
+
+    def explain(self, exc: BaseException) -> str:
+        """``str(exc)``, with the parent's reason when ``exc`` is about a module it did not send."""
+        message = str(exc)
+        name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        reason = self._reasons.get(name) if isinstance(name, str) else None
+        return message if reason is None else "%s: %s" % (message, reason)
 
     def create_module(self, spec: Any) -> Any:
         return None
