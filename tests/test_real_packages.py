@@ -7,6 +7,7 @@ import trio
 
 import trimitogen as tm
 from tests.conftest import WAIT, MasterOnly, discover_interpreters
+from trimitogen._methods import Local
 
 
 def _minor(label: str) -> tuple[int, ...]:
@@ -19,7 +20,7 @@ _VERSIONED = {label: path for label, path in discover_interpreters().items() if 
 OLDEST_AND_NEWEST = sorted({min(_VERSIONED, key=_minor), max(_VERSIONED, key=_minor)})
 
 
-def isolated(label: str) -> tm.Local:
+def isolated(label: str) -> Local:
     """A child that sees no site-packages (``-I -S``), so it must get packages over the wire."""
     return tm.local(python=[_VERSIONED[label], "-I", "-S"])
 
@@ -27,7 +28,7 @@ def isolated(label: str) -> tm.Local:
 USES_SIX = """
     from six.moves import range
     from six.moves.urllib.parse import quote
-    import six
+    import six  # type: ignore[import-untyped]
 
     def run():
         return (list(range(3)), quote("a b"), six.PY3, six.moves.__name__)
@@ -38,7 +39,7 @@ USES_SIX = """
 async def test_six_moves_work_over_the_wire(master_only: MasterOnly, label: str) -> None:
     # six puts its own finder at the end of sys.meta_path, after the child's importer: that
     # importer must let it answer for six.moves rather than end the search.
-    import six
+    import six  # type: ignore[import-untyped]
 
     master_only({"uses_six_tmg.py": USES_SIX})
     import uses_six_tmg  # type: ignore[import-not-found]
