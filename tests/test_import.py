@@ -290,3 +290,57 @@ async def test_a_probe_for_a_missing_module_answers_none(ctx: tm.Context) -> Non
     assert await ctx.call(eval, probe) is True
     with pytest.raises(tm.CallError, match="master cannot find it"):
         await ctx.call(__import__, "tmg_no_such_module")
+
+
+async def test_a_module_that_replaces_itself_in_sys_modules(master_only: MasterOnly) -> None:
+    # Importing replaced_tmg leaves another module under its name in the master's sys.modules;
+    # the child must still get replaced_tmg's own source, which does the same there.
+    master_only(
+        {
+            "replaced_tmg.py": """
+                import sys
+                import replacement_tmg
+                sys.modules[__name__] = replacement_tmg
+            """,
+            "replacement_tmg.py": """
+                def value():
+                    return "from the replacement"
+            """,
+            "uses_replaced_tmg.py": """
+                import replaced_tmg
+                def run():
+                    return (replaced_tmg.__name__, replaced_tmg.value())
+            """,
+        }
+    )
+    import uses_replaced_tmg  # type: ignore[import-not-found]
+
+    assert uses_replaced_tmg.run() == ("replacement_tmg", "from the replacement")
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local()) as ctx:
+            assert await ctx.call(uses_replaced_tmg.run) == (
+                "replacement_tmg",
+                "from the replacement",
+            )
+
+
+async def test_namespace_package_the_master_has_not_imported(master_only: MasterOnly) -> None:
+    # Two nested namespace packages: the inner one's path is computed from the outer *module*,
+    # which the master never imported.
+    master_only(
+        {
+            "outer_ns_tmg/inner/mod.py": "def value():\n    return 'nested namespaces'\n",
+            "ns_user_tmg.py": """
+                def run():
+                    import outer_ns_tmg.inner.mod
+                    return outer_ns_tmg.inner.mod.value()
+            """,
+        }
+    )
+    import ns_user_tmg  # type: ignore[import-not-found]
+
+    assert "outer_ns_tmg" not in sys.modules
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local()) as ctx:
+            assert await ctx.call(ns_user_tmg.run) == "nested namespaces"
+    assert "outer_ns_tmg" not in sys.modules
