@@ -344,3 +344,37 @@ async def test_namespace_package_the_master_has_not_imported(master_only: Master
         async with tm.open_context(tm.local()) as ctx:
             assert await ctx.call(ns_user_tmg.run) == "nested namespaces"
     assert "outer_ns_tmg" not in sys.modules
+
+
+def test_a_script_that_starts_work_at_import_gets_a_clear_error(tmp_path: Path) -> None:
+    # The child imports the script to find where(); without a __main__ guard, trio.run(main)
+    # runs there too, and the error must say so rather than show only what failed next.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import trio
+            import trimitogen as tm
+
+            def where():
+                return os.getpid()
+
+            async def main():
+                async with tm.open_context(tm.local()) as ctx:
+                    print(await ctx.call(where))
+
+            trio.run(main)
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=WAIT
+    )
+    assert result.returncode != 0
+    error = next(line for line in result.stderr.splitlines() if line.startswith("trimitogen."))
+    assert "CallError: builtins.ImportError" in error
+    assert "master's script %s" % script in error
+    assert "at line 13 (trio.run(main))" in error
+    assert 'if __name__ == "__main__":' in error

@@ -159,7 +159,12 @@ class Importer:
             compiled = marshal.loads(zlib.decompress(code))
         else:
             compiled = compile(zlib.decompress(source), origin, "exec", dont_inherit=True)
-        exec(compiled, module.__dict__)
+        try:
+            exec(compiled, module.__dict__)
+        except (Exception, SystemExit) as exc:
+            if name != MAIN_ALIAS:
+                raise
+            raise ImportError(_main_failure(origin, exc, self.get_source(name)), name=name) from exc
 
     def get_source(self, fullname: str) -> Optional[str]:
         """Source text for tracebacks (``linecache`` asks for it lazily)."""
@@ -169,6 +174,26 @@ class Importer:
     def is_package(self, fullname: str) -> bool:
         module = sys.modules.get(fullname)
         return module is not None and hasattr(module, "__path__")
+
+
+def _main_failure(origin: str, exc: BaseException, source: Optional[str]) -> str:
+    """What happened when the master's script, imported here, failed in its top-level code."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == origin and code.co_name == "<module>":
+            lines = (source or "").split("\n")
+            line = lines[tb.tb_lineno - 1].strip() if tb.tb_lineno <= len(lines) else ""
+            where = " at line %d (%s)" % (tb.tb_lineno, line)
+        tb = tb.tb_next
+    return (
+        "the function called lives in the master's script %s, which this context imported as "
+        "%s to find it; the script's top-level code then ran here and failed%s: %s: %s.  "
+        "Start the script's work under 'if __name__ == \"__main__\":' (it does not run in "
+        "other contexts)"
+        % (origin.replace("master:", "", 1), MAIN_ALIAS, where, type(exc).__name__, exc)
+    )
 
 
 def _matches(name: str, prefixes: Any) -> bool:
