@@ -6,8 +6,10 @@ pytest-trio in ``trio_mode``.
 
 ``trimitogen_context``
     A fresh local context on the test's own interpreter, shut down and reaped after the test.
-    Functions of the code under test reach it by import over the wire, so nothing needs
-    installing for the child.
+    The child runs isolated (``-I``): it sees neither the working directory nor ``PYTHONPATH``,
+    so the code under test reaches it by import over the wire, as on a machine where it is not
+    installed.  Packages installed into the interpreter (editable installs included) are still
+    found by the child itself; ``import_stats`` shows what was sent.
 
 ``trimitogen_contexts``
     A factory, ``await trimitogen_contexts(method, **open_context_options)``, for contexts of
@@ -17,6 +19,7 @@ pytest-trio in ``trio_mode``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,8 +34,8 @@ ContextFactory = Callable[..., Awaitable[Context]]
 
 @pytest.fixture
 async def trimitogen_context() -> AsyncIterator[Context]:
-    """A local context on the test's interpreter, closed after the test."""
-    async with open_context(local(), name="pytest") as context:
+    """A local context on the test's interpreter, isolated (``-I``), closed after the test."""
+    async with open_context(local(python=[sys.executable, "-I"]), name="pytest") as context:
         yield context
 
 
