@@ -24,4 +24,8 @@ fi
 if "$PYTHON" -m pip show trio-typing >/dev/null 2>&1; then
     "$PYTHON" -m pip uninstall -y -q trio-typing
 fi
-"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]'
+# editable_mode=strict: the default mode for this layout is an import hook that mypy does not
+# follow (a consumer would see no types); strict links the package's files under build/, which
+# mypy reads.  A new module file needs this script run again.
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]' \
+    --config-settings editable_mode=strict

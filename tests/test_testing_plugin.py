@@ -34,3 +34,14 @@ from examples.test_with_loopback_sshd import (  # noqa: E402
     test_sudo_through_ssh as test_sudo_through_ssh,
 )
 from examples.test_with_loopback_sshd import three_hosts as three_hosts  # noqa: E402
+
+
+async def test_trimitogen_context_gets_the_code_under_test_over_the_wire(
+    trimitogen_context: tm.Context,
+) -> None:
+    # tests.remote_helpers is on this process's path (working directory, PYTHONPATH), which the
+    # isolated child does not see: it must have come from the master.
+    assert await trimitogen_context.call(rh.version) == tuple(sys.version_info[:2])
+    assert trimitogen_context.import_stats.modules_sent >= 2  # tests, tests.remote_helpers
+    child_path = await trimitogen_context.call(eval, "__import__('sys').path")
+    assert os.getcwd() not in child_path

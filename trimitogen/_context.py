@@ -237,7 +237,18 @@ async def open_context(
             via = await _fork_server()
         preload = list(getattr(method, "preload", ()))
         if preload:
-            await via.call(calls.preload, preload)
+            try:
+                await via.call(calls.preload, preload)
+            except CallError as exc:  # a start-up failure, as the docs promise
+                raise ConnectError(
+                    connect_failure(
+                        "fork (started by %r)" % via.name,
+                        name,
+                        "preload",
+                        "importing %s there failed: %s" % (", ".join(preload), exc.message),
+                        [],
+                    )
+                ) from exc
     if via is not None:
         async with _open_via(method, via, context_id, name, connect_timeout, policy) as context:
             yield context

@@ -164,7 +164,7 @@ def ssh(
     ssh_path: str = "ssh",
     ssh_args: Sequence[str] = (),
     python: str | Sequence[str] = "python3",
-    compression: bool = True,
+    compression: bool = False,
 ) -> Ssh:
     """A method that starts an interpreter on ``hostname`` with the OpenSSH client.
 
@@ -173,6 +173,10 @@ def ssh(
     ``check_host_keys``: ``"enforce"`` refuses unknown and changed host keys, ``"accept"`` records
     unknown keys and refuses changed ones, ``"ignore"`` checks nothing.  ``ssh_args`` are added
     as they are (your ssh config still applies).  ``python`` is the remote interpreter.
+    ``compression=True`` passes ``-C``; off by default, as in OpenSSH, because it cut transfers
+    to a tenth of their speed over the loopback (``benchmarks/ssh_compression.py``) and pays
+    only on links slower than its own ~25 MiB/s, with compressible data.  Without ``-C`` your
+    ssh config's ``Compression`` setting still applies.
     """
     if check_host_keys not in ("enforce", "accept", "ignore"):
         raise ValueError(

@@ -20,9 +20,16 @@ if TYPE_CHECKING:
 class CallRunner:
     """Runs CALL bodies: resolves ``module.qualname`` (cached), calls it, encodes the answer."""
 
-    def __init__(self, max_message_size: int, send_log: SendLog) -> None:
+    def __init__(
+        self,
+        max_message_size: int,
+        send_log: SendLog,
+        explain: Callable[[BaseException], str] = str,
+    ) -> None:
         self.max_message_size = max_message_size
         self.send_log = send_log
+        #: Turns an exception into the message sent (the importer adds why a module was missing).
+        self.explain = explain
         self._functions: Dict[Tuple[str, str], Any] = {}
 
     def resolve(self, module: str, qualname: str) -> Any:
@@ -52,7 +59,7 @@ class CallRunner:
 
                 result = asyncio.run(result)
         except BaseException as exc:
-            error = describe_exception(exc)
+            error = describe_exception(exc, self.explain)
         if not wants_reply:
             if error is not None:
                 self.send_log(
@@ -80,14 +87,16 @@ class CallRunner:
         return encoded
 
 
-def describe_exception(exc: BaseException) -> ReplyError:
+def describe_exception(
+    exc: BaseException, explain: Callable[[BaseException], str] = str
+) -> ReplyError:
     """The answer for a call that raised ``exc``: its type's full name, message and traceback."""
     import traceback
 
     cls = type(exc)
     type_name = "%s.%s" % (cls.__module__, cls.__qualname__)
     try:
-        message = str(exc)
+        message = explain(exc)
     except Exception:
         message = "<str() of the exception failed>"
     text = "".join(traceback.format_exception(cls, exc, exc.__traceback__))

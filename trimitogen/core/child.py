@@ -106,7 +106,6 @@ class ExternalContext:
         self._io_done.acquire()
         self._main_done_r, self._main_done_w = os.pipe()
         self.loggers: List[IoLogger] = []
-        self.calls = CallRunner(config["max_message_size"], self.send_log)
         self.importer = Importer(
             self.send,
             self.context_id,
@@ -114,6 +113,7 @@ class ExternalContext:
             frozenset(config.get("never_ask", ())),
             self.ensure_reader,
         )
+        self.calls = CallRunner(config["max_message_size"], self.send_log, self.importer.explain)
         self.disconnected = False
         self.loop = PollLoop()
         self.waker = Waker()

@@ -59,6 +59,8 @@ class Importer:
         self._records: Dict[str, Record] = {}
         self._waiting: Dict[str, List[Latch]] = {}
         self._sources: Dict[str, bytes] = {}
+        #: Why the parent could not send a module, by name, for :meth:`explain`.
+        self._reasons: Dict[str, str] = {}
         self.closed = False
 
     def __repr__(self) -> str:
@@ -129,13 +131,24 @@ class Importer:
             return None
         _name, found, origin, is_package, _source, _code, reason = self._fetch(fullname)
         if not found:
-            raise ModuleNotFoundError("No module named %r: %s" % (fullname, reason), name=fullname)
+            # Not found is None, never an exception: finders a package appends to the meta path
+            # after this one (six does) must still be asked, and importlib.util.find_spec() must
+            # answer None for a probe.  The reason is kept for the error report.
+            self._reasons[fullname] = reason
+            return None
         from importlib.machinery import ModuleSpec
 
         loader: Any = self
         spec = ModuleSpec(fullname, loader, origin=origin, is_package=is_package)
         spec.has_location = True
         return spec
+
+    def explain(self, exc: BaseException) -> str:
+        """``str(exc)``, with the parent's reason when ``exc`` is about a module it did not send."""
+        message = str(exc)
+        name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        reason = self._reasons.get(name) if isinstance(name, str) else None
+        return message if reason is None else "%s: %s" % (message, reason)
 
     def create_module(self, spec: Any) -> Any:
         return None
@@ -153,7 +166,12 @@ class Importer:
             compiled = marshal.loads(zlib.decompress(code))
         else:
             compiled = compile(zlib.decompress(source), origin, "exec", dont_inherit=True)
-        exec(compiled, module.__dict__)
+        try:
+            exec(compiled, module.__dict__)
+        except (Exception, SystemExit) as exc:
+            if name != MAIN_ALIAS:
+                raise
+            raise ImportError(_main_failure(origin, exc, self.get_source(name)), name=name) from exc
 
     def get_source(self, fullname: str) -> Optional[str]:
         """Source text for tracebacks (``linecache`` asks for it lazily)."""
@@ -163,6 +181,26 @@ class Importer:
     def is_package(self, fullname: str) -> bool:
         module = sys.modules.get(fullname)
         return module is not None and hasattr(module, "__path__")
+
+
+def _main_failure(origin: str, exc: BaseException, source: Optional[str]) -> str:
+    """What happened when the master's script, imported here, failed in its top-level code."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == origin and code.co_name == "<module>":
+            lines = (source or "").split("\n")
+            line = lines[tb.tb_lineno - 1].strip() if tb.tb_lineno <= len(lines) else ""
+            where = " at line %d (%s)" % (tb.tb_lineno, line)
+        tb = tb.tb_next
+    return (
+        "the function called lives in the master's script %s, which this context imported as "
+        "%s to find it; the script's top-level code then ran here and failed%s: %s: %s.  "
+        "Start the script's work under 'if __name__ == \"__main__\":' (it does not run in "
+        "other contexts)"
+        % (origin.replace("master:", "", 1), MAIN_ALIAS, where, type(exc).__name__, exc)
+    )
 
 
 class ModulePolicy:

@@ -213,7 +213,8 @@ class Link:
 
     def output_tail(self) -> List[str]:
         """The last lines the child printed (before the marker, and on its terminal), for errors."""
-        lines = self.bootstrap.output_lines()[-TAIL_LINES:] + self._tail
+        before = [self.dialog.redact(line) for line in self.bootstrap.output_lines()]
+        lines = before[-TAIL_LINES:] + self._tail
         partial = self._partial.decode("utf-8", "replace").strip()
         if partial:
             lines.append(self.dialog.redact(partial))

@@ -63,6 +63,12 @@ def _false(value: Any) -> bool:
     return value is False
 
 
+# Error messages name what a field must be in plain words.
+_number.__name__ = "int or float"
+_true.__name__ = "True"
+_false.__name__ = "False"
+
+
 def _any(value: Any) -> bool:
     return True
 

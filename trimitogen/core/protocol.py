@@ -289,8 +289,10 @@ def loads(data: Any) -> Any:
     """Unpickle a body with the allow-list; any failure is a :class:`StreamError`."""
     # BytesIO shares an immutable bytes object without copying, and the C unpickler reads it
     # without calling back into Python; other buffers (large received bodies) use _BodyReader.
-    source = io.BytesIO(data) if type(data) is bytes else _BodyReader(data)
     try:
+        if type(data) is Body:
+            data = bytes(data)
+        source = io.BytesIO(data) if type(data) is bytes else _BodyReader(data)
         unpickler = _RestrictedUnpickler(source)
         result = unpickler.load()
         # Walking the result costs time, so only when the body could hold something non-plain:

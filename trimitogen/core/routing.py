@@ -69,7 +69,11 @@ class RouteTable:
         return self._link.get(context_id)
 
     def parent_of(self, context_id: int) -> Optional[int]:
-        return self._parent.get(context_id)
+        """The parent of a routed or expected context, or None."""
+        parent = self._parent.get(context_id)
+        if parent is None and context_id in self._expected:
+            parent = self._expected[context_id][1]
+        return parent
 
     def is_behind(self, context_id: int, link: Any) -> bool:
         """True if messages from ``context_id`` may arrive on ``link`` (routed or expected)."""
@@ -83,11 +87,11 @@ class RouteTable:
         if ancestor == self.own_id:
             return context_id in self._link or context_id in self._expected
         seen = 0
-        parent = self._parent.get(context_id)
-        while parent is not None and seen <= len(self._parent):
+        parent = self.parent_of(context_id)
+        while parent is not None and seen <= len(self._parent) + len(self._expected):
             if parent == ancestor:
                 return True
-            parent = self._parent.get(parent)
+            parent = self.parent_of(parent)
             seen += 1
         return False
 
@@ -113,12 +117,16 @@ class RouteTable:
         return reporter != context_id and self.is_ancestor(reporter, context_id)
 
     def subtree(self, context_id: int) -> List[int]:
-        """``context_id`` and every context below it that this table knows, in id order."""
+        """``context_id`` and every context below it that this table knows (routed or expected),
+        in id order."""
+        parents = dict(self._parent)
+        for other, (_link, parent) in self._expected.items():
+            parents.setdefault(other, parent)
         found = {context_id}
         grew = True
         while grew:
             grew = False
-            for other, parent in self._parent.items():
+            for other, parent in parents.items():
                 if parent in found and other not in found:
                     found.add(other)
                     grew = True
@@ -132,9 +140,8 @@ class RouteTable:
         for other in doomed:
             self._link.pop(other, None)
             self._parent.pop(other, None)
-        for other, (_link, parent) in list(self._expected.items()):
-            if other in doomed or parent in doomed:
-                del self._expected[other]
+        for other in doomed:
+            self._expected.pop(other, None)
         return known
 
     def forget_link(self, link: Any) -> List[int]:

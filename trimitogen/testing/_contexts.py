@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,8 +17,8 @@ ContextFactory = Callable[..., Awaitable[Context]]
 
 @pytest.fixture
 async def trimitogen_context() -> AsyncIterator[Context]:
-    """A local context on the test's interpreter, closed after the test."""
-    async with open_context(local(), name="pytest") as context:
+    """A local context on the test's interpreter, isolated (``-I``), closed after the test."""
+    async with open_context(local(python=[sys.executable, "-I"]), name="pytest") as context:
         yield context
 
 
