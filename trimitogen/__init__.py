@@ -28,5 +28,6 @@ from .core.minify import minimize_source as minimize_source
 from .core.modules import get_child_modules as get_child_modules
 from .core.side import Side as Side
 from .core.side import io_op as io_op
+from .core.values import register_value_type as register_value_type
 
 __version__ = "0.1.0"

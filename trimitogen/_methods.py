@@ -3,6 +3,9 @@
 Each method object is immutable and small.  :meth:`spec` renders it as a plain dict, which
 :func:`trimitogen.core.connect.build_plan` turns into an argv and a prompt dialog, in the master
 for a direct child or in an intermediate context for ``via=``.
+
+Only :meth:`_Method.start` needs Trio, and imports it when called: code in a child context can
+import this module (``import trimitogen`` there) and build methods as data.
 """
 
 from __future__ import annotations
@@ -10,14 +13,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import trio
-
-from ._connection import Connection
 from .core.connect import ChildFds, build_plan
 from .core.errors import ConnectError
 from .core.side import Side
+
+if TYPE_CHECKING:
+    from ._connection import Connection
 
 HostKeyPolicy = Literal["enforce", "accept", "ignore"]
 
@@ -51,6 +54,10 @@ class _Method:
     async def start(self, name: str, context_id: int) -> Connection:
         """Spawn the process: a socketpair on fds 0 and 1 (fd 1 only, with the pty on fd 0, for
         su), and a pty (for methods that prompt) or a pipe on fd 2."""
+        import trio
+
+        from ._connection import Connection
+
         plan = build_plan(self.spec())
         fds = ChildFds(plan)
         try:

@@ -28,6 +28,8 @@ LAZY_MODULES = (
     "trimitogen.core.connect",
     "trimitogen.core.parent",
     "trimitogen.core.forking",
+    "trimitogen.core.values",
+    "trimitogen.core.package",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or
@@ -66,6 +68,14 @@ for name in ("trimitogen", "trimitogen.core"):
     pkg.__path__ = []
     pkg.__package__ = name
     sys.modules[name] = pkg
+
+
+def public_name(name):
+    from trimitogen.core.package import attribute
+    return attribute(name)
+
+
+sys.modules["trimitogen"].__getattr__ = public_name
 for name in EAGER:
     mod = M(name)
     mod.__package__ = "trimitogen.core"
@@ -73,7 +83,7 @@ for name in EAGER:
     sys.modules[name] = mod
     exec(code_of(name, SOURCES), mod.__dict__)
     setattr(sys.modules["trimitogen.core"], name.rpartition(".")[2], mod)
-del M, name, mod, pkg
+del M, name, mod, pkg, public_name
 sys.modules["trimitogen.core.child"].main(read_exact, in_fd)
 """
 

@@ -667,7 +667,8 @@ class ExternalContext:
             return
         func_desc = "<undecoded call>"
         try:
-            module, qualname, args, kwargs = msg.unpickle()
+            # A call may name modules to import for its values: it comes from the parent.
+            module, qualname, args, kwargs = msg.unpickle(may_import=True)
             func_desc = "%s.%s" % (module, qualname)
             result = self._resolve(module, qualname)(*args, **kwargs)
             if type(result).__name__ == "coroutine":
