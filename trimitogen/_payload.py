@@ -30,6 +30,7 @@ LAZY_MODULES = (
     "trimitogen.core.forking",
     "trimitogen.core.values",
     "trimitogen.core.package",
+    "trimitogen.core.containers",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or
