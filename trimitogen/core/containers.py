@@ -197,7 +197,11 @@ def doas_dialog(username: str, password: Any) -> PromptDialog:
         prompts=(b"password:",),
         failures=(
             (b"authentication failed", PasswordError, "the password was refused"),
-            (b"a password is required", PasswordError, "a password is required"),
+            (
+                b"authentication required",
+                PasswordError,
+                "a password is required (pass password=...)",
+            ),
             (b"operation not permitted", ConnectError, "doas.conf does not permit this"),
             (b"not permitted", ConnectError, "doas.conf does not permit this"),
             (b"unknown user", ConnectError, "there is no such user"),
