@@ -326,3 +326,30 @@ async def test_doas_answers_its_prompt_as_a_hop(doas_conf: Users, no_leaked_fds:
             with pytest.raises(PasswordError, match="password is required"):
                 async with tm.open_context(tm.doas(users.nopw.name), via=hop):
                     pass
+
+
+# --- env= and cwd= of local() ---------------------------------------------------------------------
+
+
+async def test_local_env_and_cwd_apply_before_the_runtime_starts(
+    tmp_path: Path, no_leaked_fds: None
+) -> None:
+    method = tm.local(env={"TMG_LOCAL": "v1", "PYTHONDONTWRITEBYTECODE": "1"}, cwd=tmp_path)
+    with trio.fail_after(WAIT):
+        async with tm.open_context(method) as ctx:
+            assert await ctx.call(os.getenv, "TMG_LOCAL") == "v1"
+            assert await ctx.call(os.getcwd) == str(tmp_path)
+            # The rest of the environment is inherited.
+            assert await ctx.call(os.getenv, "PATH") == os.environ["PATH"]
+            # And through a hop: applied by the intermediate, where the new process starts.
+            inner = tm.local(python=PY, env={"TMG_LOCAL": "v2"}, cwd="/")
+            async with tm.open_context(inner, via=ctx) as below:
+                assert await below.call(os.getenv, "TMG_LOCAL") == "v2"
+                assert await below.call(os.getcwd) == "/"
+    assert "TMG_LOCAL" not in os.environ
+
+
+async def test_local_cwd_that_does_not_exist_is_a_connect_error(tmp_path: Path) -> None:
+    with trio.fail_after(WAIT), pytest.raises(tm.ConnectError, match="missing"):
+        async with tm.open_context(tm.local(cwd=tmp_path / "missing")):
+            pass
