@@ -257,3 +257,17 @@ async def test_enum_of_the_masters_main_module_travels(ctx: tm.Context) -> None:
     # Members of an enum in a module both ends import by the same name keep their identity.
     assert await ctx.call(vh.echo, Shade.DARK) is Shade.DARK
     assert values.is_value(Shade.DARK)
+
+
+def test_a_value_where_its_kind_takes_none_is_refused() -> None:
+    from tests.hostile_child import Persistent, dumps_persistent
+
+    inner = Persistent(("date", 2020, 1, 1))
+    with pytest.raises(tm.StreamError, match="malformed date"):
+        loads(dumps_persistent(Persistent(("date", inner, 1, 1))))
+    with pytest.raises(tm.StreamError, match="malformed time"):
+        loads(dumps_persistent(Persistent(("time", 0, 0, 0, 0, inner, 0))))
+    # Where a value is expected, a nested one is fine.
+    tz = Persistent(("timezone", Persistent(("timedelta", 0, 3600, 0)), None))
+    got = loads(dumps_persistent([Persistent(("time", 1, 2, 3, 4, tz, 0))]))
+    assert got == [datetime.time(1, 2, 3, 4, datetime.timezone(datetime.timedelta(hours=1)))]

@@ -224,7 +224,9 @@ class _RestrictedUnpickler(_pickle.Unpickler):
         if self.values is None:
             self.values = {}
             self.placeholders = []
-        value = values.decode(values.substitute(pid, self.values, {}), self.may_import)
+        if type(pid) is tuple and pid and pid[0] in values.NESTING:
+            pid = values.substitute(pid, self.values, {})
+        value = values.decode(pid, self.may_import)
         placeholder = values.Placeholder()
         self.placeholders.append(placeholder)
         self.values[id(placeholder)] = value

@@ -208,9 +208,7 @@ def _has_type(part: Any, kind: Any) -> bool:
     if kind is None:  # anything: checked by the builder
         return True
     if type(kind) is str:  # a datetime class, or None
-        import datetime
-
-        return part is None or type(part) is getattr(datetime, kind)
+        return part is None or type(part) is getattr(sys.modules.get("datetime"), kind, None)
     return type(part) in kind
 
 
@@ -364,6 +362,11 @@ _DECODERS: Dict[str, Tuple[int, Tuple[Any, ...], Callable[[Tuple[Any, ...], bool
 }
 
 
+#: Tags whose parts may hold other values (a tzinfo, an offset, a registered type's data): only
+#: their parts are searched for placeholders; elsewhere one fails the part's type check.
+NESTING = frozenset(("time", "datetime", "timezone", "value"))
+
+
 # Placeholders --------------------------------------------------------------------------------
 class Placeholder:
     """What the unpickler holds where a value goes, until the whole body is read.
@@ -381,7 +384,7 @@ def substitute(obj: Any, values: Dict[int, Any], memo: Dict[int, Any]) -> Any:
     """``obj`` with every :class:`Placeholder` replaced by its value from ``values`` (by id).
 
     Lists, dicts and sets are changed in place (their identity is kept); tuples and frozensets
-    holding a placeholder are rebuilt.
+    are rebuilt only when an element of theirs changes.
     """
     kind = type(obj)
     if kind is Placeholder:
@@ -397,15 +400,22 @@ def substitute(obj: Any, values: Dict[int, Any], memo: Dict[int, Any]) -> Any:
     if kind is list:
         memo[key] = obj
         for i, item in enumerate(obj):
-            obj[i] = substitute(item, values, memo)
+            # Checked here rather than by a call per element: most elements are scalars.
+            if type(item) in SPECIAL:
+                obj[i] = substitute(item, values, memo)
         return obj
     if kind is dict:
         memo[key] = obj
-        items: List[Any] = [
-            (substitute(k, values, memo), substitute(v, values, memo)) for k, v in obj.items()
-        ]
-        obj.clear()
-        obj.update(items)
+        if any(type(k) in SPECIAL for k in obj):
+            items: List[Any] = [
+                (substitute(k, values, memo), substitute(v, values, memo)) for k, v in obj.items()
+            ]
+            obj.clear()
+            obj.update(items)
+        else:
+            for k, v in obj.items():
+                if type(v) in SPECIAL:
+                    obj[k] = substitute(v, values, memo)
         return obj
     if kind is set:
         memo[key] = obj
@@ -414,10 +424,12 @@ def substitute(obj: Any, values: Dict[int, Any], memo: Dict[int, Any]) -> Any:
         obj.update(elements)
         return obj
     memo[key] = _IN_PROGRESS
-    rebuilt = kind(substitute(item, values, memo) for item in obj)
-    memo[key] = rebuilt
+    items = [substitute(item, values, memo) if type(item) in SPECIAL else item for item in obj]
+    changed = any(new is not old for new, old in zip(items, obj))  # noqa: B905 - 3.8
+    memo[key] = rebuilt = kind(items) if changed else obj
     return rebuilt
 
 
 _CONTAINERS = frozenset((list, dict, set, tuple, frozenset))
+SPECIAL = _CONTAINERS | {Placeholder}
 _IN_PROGRESS = Placeholder()
