@@ -129,9 +129,26 @@ def jexec(argv: list[str]) -> tuple[list[str], dict[str, str], str | None]:
     return rest[1:], {}, None
 
 
+def inspect_pid(tool: str, argv: list[str]) -> None:
+    # docker|podman inspect --format TEMPLATE NAME: prints the container's pid (STUB_PID).
+    p = parser(tool)
+    p.add_argument("subcommand", choices=["inspect"])
+    p.add_argument("-f", "--format", required=True)
+    p.add_argument("name")
+    args = p.parse_args(argv)
+    if args.format != "{{.State.Pid}}":
+        raise SystemExit("stub: this stub only knows the template {{.State.Pid}}")
+    if args.name != os.environ.get("STUB_CONTAINER"):
+        raise SystemExit("Error: No such object: " + args.name)
+    print(os.environ["STUB_PID"])
+
+
 def main() -> None:
     tool, argv = sys.argv[1], sys.argv[2:]
     log = os.environ.get("STUB_LOG")
+    if tool in ("docker", "podman") and argv[:1] == ["inspect"]:
+        inspect_pid(tool, argv)
+        return
     if tool in ("docker", "podman"):
         command, env, cwd = docker_like(tool, argv)
     elif tool == "buildah":

@@ -78,6 +78,20 @@ def argv_of(method: Any) -> list[str]:
         ),
         (tm.setns(42), "nsenter --target 42 --all -- python3"),
         (
+            tm.setns(container="web", container_kind="podman", query_path="/bin/podman"),
+            [
+                "/bin/sh",
+                "-c",
+                "pid=$(/bin/podman inspect --format '{{.State.Pid}}' web) && "
+                '[ -n "$pid" ] && [ "$pid" != 0 ] || { echo \'trimitogen: podman container web '
+                'has no running process\' >&2; exit 1; }; exec nsenter --target "$pid" "$@"',
+                "trimitogen-setns",
+                "--all",
+                "--",
+                "python3",
+            ],
+        ),
+        (
             tm.chroot("/srv/jail", user="nobody:nogroup"),
             "chroot --userspec=nobody:nogroup /srv/jail python3",
         ),
@@ -93,8 +107,8 @@ def argv_of(method: Any) -> list[str]:
     ],
     ids=lambda v: v.kind if hasattr(v, "kind") else "",
 )
-def test_argv(method: Any, want: str) -> None:
-    assert argv_of(method) == want.split()
+def test_argv(method: Any, want: str | list[str]) -> None:
+    assert argv_of(method) == (want.split() if isinstance(want, str) else want)
 
 
 def test_methods_are_hashable_data_and_keep_passwords_out_of_repr() -> None:
@@ -248,6 +262,25 @@ async def test_setns_enters_every_namespace(namespaced_process: int, no_leaked_f
             assert await ctx.call(os.getenv, "TMG_NS") == "1"
             # A new pid namespace: only sleep (1) and nsenter's child are in it.
             assert await ctx.call(os.getpid) < 10
+
+
+async def test_setns_finds_a_container_by_name(
+    namespaced_process: int,
+    stub_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_leaked_fds: None,
+) -> None:
+    monkeypatch.setenv("STUB_PID", str(namespaced_process))
+    monkeypatch.setenv("STUB_CONTAINER", "box")
+    docker = make_stub(stub_dir, "docker")
+    method = tm.setns(container="box", query_path=docker, namespaces=["uts"], python=PY)
+    with trio.fail_after(WAIT):
+        async with tm.open_context(method) as ctx:
+            assert await ctx.call(socket.gethostname) == "tmg-ns"
+        missing = tm.setns(container="nothing", query_path=docker, python=PY)
+        with pytest.raises(tm.ConnectError, match="No such object: nothing"):
+            async with tm.open_context(missing):
+                pass
 
 
 # --- chroot: a root the test builds --------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._methods import _directory, _Method, _python_argv, env_pairs
 
@@ -168,7 +168,10 @@ class Setns(_Tool):
     Made by :func:`setns`.
     """
 
-    pid: int
+    pid: int | None
+    container: str | None
+    container_kind: str
+    query_path: str | None
     namespaces: tuple[str, ...] | None
     uid: int | None
     gid: int | None
@@ -181,7 +184,9 @@ class Setns(_Tool):
     kind = "setns"
 
     def describe(self) -> str:
-        return "namespaces of process %d" % self.pid
+        if self.container is not None:
+            return "namespaces of %s container %s" % (self.container_kind, self.container)
+        return "namespaces of process %s" % self.pid
 
 
 @dataclass(frozen=True)
@@ -445,8 +450,11 @@ NAMESPACES = ("mount", "uts", "ipc", "net", "pid", "user", "cgroup", "time")
 
 
 def setns(
-    pid: int,
+    pid: int | None = None,
     *,
+    container: str | None = None,
+    container_kind: Literal["docker", "podman", "lxc", "machinectl"] = "docker",
+    query_path: str | None = None,
     namespaces: Sequence[str] | None = None,
     uid: int | None = None,
     gid: int | None = None,
@@ -456,16 +464,26 @@ def setns(
     nsenter_args: Sequence[str] = (),
     python: str | Sequence[str] = "python3",
 ) -> Setns:
-    """A method that starts an interpreter in the namespaces of the running process ``pid``.
+    """A method that starts an interpreter in the namespaces of a running process.
 
+    The process is ``pid``, or the first process of the running ``container`` of
+    ``container_kind``, looked up as the context starts with ``docker inspect``,
+    ``podman inspect``, ``lxc-info`` or ``machinectl show`` (``query_path``: that tool's path).
     Runs ``nsenter --target PID --all`` (or ``--mount --net ...`` for the ``namespaces`` named)
     ``[--setuid UID] [--setgid GID] [--wd=CWD] NSENTER_ARGS... -- PYTHON`` with ``env`` added to
     its environment.  ``--all`` enters every namespace of the process that differs from ours, and
     with the mount namespace comes the process's root directory.  Needs root (CAP_SYS_ADMIN).
     ``python`` is looked up in the target's mount namespace.
     """
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    if (pid is None) == (container is None):
+        raise ValueError("setns() needs either a pid or a container name")
+    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
         raise ValueError("pid must be a process id, not %r" % (pid,))
+    if container_kind not in ("docker", "podman", "lxc", "machinectl"):
+        raise ValueError(
+            "container_kind must be 'docker', 'podman', 'lxc' or 'machinectl', not %r"
+            % (container_kind,)
+        )
     chosen = None
     if namespaces is not None:
         chosen = _args(namespaces, "namespaces")
@@ -474,6 +492,9 @@ def setns(
             raise ValueError("namespaces must be some of %s, not %r" % (NAMESPACES, namespaces))
     return Setns(
         pid,
+        container,
+        container_kind,
+        query_path,
         chosen,
         uid,
         gid,

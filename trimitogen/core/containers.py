@@ -9,7 +9,7 @@ the command without a terminal in between.
 
 from __future__ import annotations
 
-from .connect import Plan, PromptDialog, python_command
+from .connect import Plan, PromptDialog, _shell_quote, python_command
 from .errors import ConnectError, PasswordError
 
 TYPE_CHECKING = False
@@ -117,9 +117,45 @@ def _incus(spec: Dict[str, Any]) -> List[str]:
     return _lxc_exec(spec, "incus")
 
 
+#: How each container tool prints the pid of a container's first process (its argv without
+#: the tool's path, before the container's name).
+PID_QUERIES = {
+    "docker": ["inspect", "--format", "{{.State.Pid}}"],
+    "podman": ["inspect", "--format", "{{.State.Pid}}"],
+    "lxc": ["--no-humanize", "--pid", "--name"],
+    "machinectl": ["show", "--property=Leader", "--value"],
+}
+
+#: The default path of each query tool.
+PID_QUERY_TOOLS = {
+    "docker": "docker",
+    "podman": "podman",
+    "lxc": "lxc-info",
+    "machinectl": "machinectl",
+}
+
+
 def _setns(spec: Dict[str, Any]) -> List[str]:
     # nsenter --target PID (--all | --mount --uts ...) [--setuid U --setgid G] [--wd DIR] -- ...
-    argv = [spec["nsenter_path"], "--target", str(spec["pid"])]
+    if spec["container"] is None:
+        argv = [spec["nsenter_path"], "--target", str(spec["pid"])]
+    else:
+        # The pid is looked up when the command runs, by a shell in front of nsenter: the
+        # process building the plan (the master, or an intermediate's I/O thread) never waits.
+        kind = spec["container_kind"]
+        query = [spec["query_path"] or PID_QUERY_TOOLS[kind], *PID_QUERIES[kind]]
+        query.append(spec["container"])
+        failure = "trimitogen: %s container %s has no running process" % (kind, spec["container"])
+        script = (
+            'pid=$(%s) && [ -n "$pid" ] && [ "$pid" != 0 ] || { echo %s >&2; exit 1; }; '
+            'exec %s --target "$pid" "$@"'
+            % (
+                " ".join(_shell_quote(word) for word in query),
+                _shell_quote(failure),
+                _shell_quote(spec["nsenter_path"]),
+            )
+        )
+        argv = ["/bin/sh", "-c", script, "trimitogen-setns"]
     namespaces = spec["namespaces"]
     argv += ["--all"] if namespaces is None else ["--" + name for name in namespaces]
     if spec["uid"] is not None:
