@@ -28,6 +28,7 @@ USER_MODULE = """\
             type(BOX).__name__, BOX.container, BOX.env,
             LOCAL.cwd,
             CallError.__module__, issubclass(ConnectError, tm.Error),
+            tm.minimize_source("x = 1  # a comment\\n"),
             repr(open_context),
         ]
 
@@ -64,6 +65,7 @@ async def test_user_module_importing_trimitogen_works_in_a_child(
                 "Docker", "box", (("A", "1"),),
                 "/",
                 "trimitogen.core.errors", True,
+                "x = 1\n",
             ]  # fmt: skip
             assert "only in the master" in got[-1]
             for fn in (usestm.open_from_child, usestm.latch_from_child):
