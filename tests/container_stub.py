@@ -72,12 +72,14 @@ def kubectl(argv: list[str]) -> tuple[list[str], dict[str, str], str | None]:
 
 
 def lxc_attach(argv: list[str]) -> tuple[list[str], dict[str, str], str | None]:
-    # lxc-attach -n NAME [--clear-env] [-v VAR=VALUE]... -- COMMAND
+    # lxc-attach -n NAME [--clear-env] [-u UID] [-g GID] [-v VAR=VALUE]... -- COMMAND
     before, command = split_dashes(argv, True)
     p = parser("lxc-attach")
     p.add_argument("-n", "--name", required=True)
     p.add_argument("--clear-env", action="store_true")
     p.add_argument("-v", "--set-var", action="append", default=[])
+    p.add_argument("-u", "--uid", type=int)
+    p.add_argument("-g", "--gid", type=int)
     args = p.parse_args(before)
     env = dict(v.split("=", 1) for v in args.set_var)
     if args.clear_env:

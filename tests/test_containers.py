@@ -63,8 +63,9 @@ def argv_of(method: Any) -> list[str]:
             "kubectl --context k1 --namespace prod exec --stdin api-0 --container app -- python3",
         ),
         (
-            tm.lxc("c1", env={"A": "1"}, python="/usr/bin/python3"),
-            "lxc-attach --name c1 --clear-env --set-var A=1 -- /usr/bin/python3",
+            tm.lxc("c1", uid=1000, gid=100, env={"A": "1"}, python="/usr/bin/python3"),
+            "lxc-attach --name c1 --clear-env --uid 1000 --gid 100 --set-var A=1 -- "
+            "/usr/bin/python3",
         ),
         (
             tm.lxd("remote:c1", user=1000, cwd="/root", env={"A": "1"}),
@@ -140,7 +141,10 @@ STUBBED: dict[str, tuple[str, Callable[[str, dict[str, str], str], Any]]] = {
             "pod-0", namespace="ns", container="c", kubectl_path=p, python=PY
         ),
     ),
-    "lxc": ("lxc-attach", lambda p, e, c: tm.lxc("box", env=e, lxc_attach_path=p, python=PY)),
+    "lxc": (
+        "lxc-attach",
+        lambda p, e, c: tm.lxc("box", uid=0, gid=0, env=e, lxc_attach_path=p, python=PY),
+    ),
     "lxd": ("lxc", lambda p, e, c: tm.lxd("box", user=0, env=e, cwd=c, lxc_path=p, python=PY)),
     "incus": ("incus", lambda p, e, c: tm.incus("box", env=e, cwd=c, incus_path=p, python=PY)),
     "machinectl": (

@@ -114,6 +114,8 @@ class Lxc(_Tool):
     """An interpreter in an LXC container, through lxc-attach.  Made by :func:`lxc`."""
 
     container: str
+    uid: int | None
+    gid: int | None
     env: Env
     lxc_attach_path: str
     lxc_attach_args: tuple[str, ...]
@@ -373,6 +375,8 @@ def kubectl(
 def lxc(
     container: str,
     *,
+    uid: int | None = None,
+    gid: int | None = None,
     env: Mapping[str, str] | None = None,
     lxc_attach_path: str = "lxc-attach",
     lxc_attach_args: Sequence[str] = (),
@@ -380,12 +384,14 @@ def lxc(
 ) -> Lxc:
     """A method that starts an interpreter in an LXC container with lxc-attach.
 
-    Runs ``lxc-attach --name CONTAINER --clear-env [--set-var K=V]... LXC_ATTACH_ARGS... --
-    PYTHON``: the host's environment does not leak in, ``env`` is all the command gets.
-    lxc-attach cannot set the directory (no ``cwd``).
+    Runs ``lxc-attach --name CONTAINER --clear-env [--uid UID] [--gid GID] [--set-var K=V]...
+    LXC_ATTACH_ARGS... -- PYTHON``: the host's environment does not leak in, ``env`` is all the
+    command gets.  lxc-attach cannot set the directory (no ``cwd``).
     """
     return Lxc(
         container,
+        uid,
+        gid,
         env_pairs(env),
         lxc_attach_path,
         _args(lxc_attach_args, "lxc_attach_args"),

@@ -89,8 +89,12 @@ def _kubectl(spec: Dict[str, Any]) -> List[str]:
 
 
 def _lxc_attach(spec: Dict[str, Any]) -> List[str]:
-    # lxc-attach --name NAME [--clear-env] [--set-var VAR=VALUE]... -- COMMAND [ARG...]
+    # lxc-attach --name NAME [--clear-env] [--uid U] [--gid G] [--set-var VAR=VALUE]... -- ...
     argv = [spec["lxc_attach_path"], "--name", spec["container"], "--clear-env"]
+    if spec["uid"] is not None:
+        argv += ["--uid", str(spec["uid"])]
+    if spec["gid"] is not None:
+        argv += ["--gid", str(spec["gid"])]
     argv += _env_words("--set-var", spec["env"])
     argv += [*spec["lxc_attach_args"], "--"]
     return argv + python_command(spec["python"])
