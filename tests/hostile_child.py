@@ -75,16 +75,16 @@ def main() -> None:
     config = pickle.loads(read_exact(int(read_exact(8), 16)))
     me = config["context_id"]
     parent = config["parent_id"]
-    send(parent, me, 1, 0, pickle.dumps((os.getpid(), sys.hexversion)))
+    send(parent, me, 1, 0, pickle.dumps((os.getpid(), sys.hexversion, b"")))
     if mode == "forge":
         # Below an intermediate: try to answer the master's requests to other contexts, to
         # impersonate the intermediate, and to claim the id of a context not started yet.
         for handle in range(1000, 1200):
             send(0, me, handle, 0, pickle.dumps((True, "forged")))
             send(0, parent, handle, 0, pickle.dumps((True, "forged as parent")))
-        send(0, me, 1, 0, pickle.dumps((4242, sys.hexversion)))
+        send(0, me, 1, 0, pickle.dumps((4242, sys.hexversion, b"")))
         for claimed in range(me + 1, me + 5):
-            send(0, me, 9, 0, pickle.dumps(claimed))
+            send(0, me, 9, 0, pickle.dumps((claimed,)))
         os.write(1, b"")
     first = True
     while True:
@@ -103,9 +103,9 @@ def main() -> None:
             send(0, me, reply_to, 0, pickle.dumps((True, "after evil log")))
         elif mode == "bad-requests":
             # Module requests no master should choke on, and a body that would allocate 1 GiB.
-            send(0, me, 5, 0, pickle.dumps("a." * 600 + "a"))
-            send(0, me, 5, 0, pickle.dumps("distutils"))
-            send(0, me, 5, 0, pickle.dumps(b"not a name"))
+            send(0, me, 5, 0, pickle.dumps(("a." * 600 + "a",)))
+            send(0, me, 5, 0, pickle.dumps(("distutils",)))
+            send(0, me, 5, 0, pickle.dumps((b"not a name",)))
             send(0, me, reply_to, 0, b"cbuiltins\nbytearray\nJ\x00\x00\x00@\x85R.")
         elif mode == "garbage-up":
             # Below an intermediate: malformed bodies for the handles it reads itself.

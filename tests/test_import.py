@@ -229,7 +229,7 @@ async def test_deny_and_allow_lists(genpkg_root: Path) -> None:
 
 async def test_compiled_code_only_for_matching_bytecode() -> None:
     from trimitogen._context import RESPONDER
-    from trimitogen._responder import ModulePolicy
+    from trimitogen.core.importer import ModulePolicy
 
     with_code, _ = RESPONDER.answer("tests.remote_helpers", ModulePolicy(), set(), True)
     source_only, _ = RESPONDER.answer("tests.remote_helpers", ModulePolicy(), set(), False)

@@ -21,12 +21,14 @@ from ._context import open_context as open_context
 from ._fdio import iter_read as iter_read
 from ._fdio import write_all as write_all
 from ._latch import Latch as Latch
+from ._methods import Method as Method
 from ._methods import fork as fork
 from ._methods import local as local
 from ._methods import ssh as ssh
 from ._methods import su as su
 from ._methods import sudo as sudo
 from ._responder import ImportStats as ImportStats
+from ._route import ContextStatistics as ContextStatistics
 from .core.errors import CallError as CallError
 from .core.errors import ChannelError as ChannelError
 from .core.errors import ConnectError as ConnectError

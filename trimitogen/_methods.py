@@ -4,8 +4,8 @@ Each method object is immutable and small.  :meth:`spec` renders it as a plain d
 :func:`trimitogen.core.connect.build_plan` turns into an argv and a prompt dialog, in the master
 for a direct child or in an intermediate context for ``via=``.
 
-Only :meth:`_Method.start` needs Trio, and imports it when called: code in a child context can
-import this module (``import trimitogen`` there) and build methods as data.
+Nothing here needs Trio or the master: code in a child context imports this module too
+(``import trimitogen`` there) and builds methods as data.
 """
 
 from __future__ import annotations
@@ -14,14 +14,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-from .core.connect import ChildFds, build_plan
-from .core.errors import ConnectError
-from .core.side import Side
-
-if TYPE_CHECKING:
-    from ._connection import Connection
+from typing import Any, Literal, Protocol
 
 HostKeyPolicy = Literal["enforce", "accept", "ignore"]
 
@@ -39,8 +32,22 @@ def _python_argv(python: str | Sequence[str] | None, default: str | None) -> tup
     return argv
 
 
+class Method(Protocol):
+    """What :func:`~trimitogen.open_context` needs of a connection method: a ``kind`` (such as
+    ``"ssh"``), a description for messages, and the spec -- a plain dict that
+    :func:`trimitogen.core.connect.build_plan` turns into an argv, in the master or in an
+    intermediate.  Methods are data: the driver does the spawning."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def spec(self) -> dict[str, Any]: ...
+
+
 class _Method:
-    """Shared behaviour: spawning from a spec, with a pty when the method may prompt."""
+    """Shared behaviour of the built-in methods: the spec is the dataclass's fields."""
 
     kind = ""
 
@@ -51,37 +58,6 @@ class _Method:
 
     def describe(self) -> str:
         raise NotImplementedError
-
-    async def start(self, name: str, context_id: int) -> Connection:
-        """Spawn the process: a socketpair on fds 0 and 1 (fd 1 only, with the pty on fd 0, for
-        su), and a pty (for methods that prompt) or a pipe on fd 2."""
-        import trio
-
-        from ._connection import Connection
-
-        plan = build_plan(self.spec())
-        fds = ChildFds(plan)
-        try:
-            process = await trio.lowlevel.open_process(plan.argv, **fds.options)
-        except OSError as exc:
-            fds.failed()
-            raise ConnectError(
-                "%s: could not start context %r (phase: spawn): %s: %s"
-                % (self.describe(), name, plan.argv[0], exc)
-            ) from exc
-        stream_fd, term_fd = fds.spawned()
-        side = Side(None, stream_fd)
-        conn = Connection(
-            name=name,
-            context_id=context_id,
-            process=process,
-            rx=side,
-            tx=side,
-            stderr=Side(None, term_fd),
-        )
-        conn.dialog = plan.dialog
-        side.stream = conn
-        return conn
 
 
 @dataclass(frozen=True)
@@ -171,9 +147,6 @@ class Fork(_Method):
 
     def describe(self) -> str:
         return "fork"
-
-    async def start(self, name: str, context_id: int) -> Connection:
-        raise TypeError("fork() contexts are made by a parent context: see open_context")
 
 
 def local(

@@ -17,7 +17,10 @@ RUNTIME_MODULES = (
     "trimitogen.core.side",
     "trimitogen.core.latch",
     "trimitogen.core.protocol",
+    "trimitogen.core.messages",
     "trimitogen.core.importer",
+    "trimitogen.core.loop",
+    "trimitogen.core.iologger",
     "trimitogen.core.child",
 )
 
@@ -26,6 +29,8 @@ RUNTIME_MODULES = (
 LAZY_MODULES = (
     "trimitogen.core.bootstrap",
     "trimitogen.core.connect",
+    "trimitogen.core.routing",
+    "trimitogen.core.link",
     "trimitogen.core.parent",
     "trimitogen.core.forking",
     "trimitogen.core.values",

@@ -12,11 +12,11 @@ import sysconfig
 import time
 import types
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec, PathFinder
 
-from .core.importer import MAIN_ALIAS
+from .core.importer import MAIN_ALIAS, ModulePolicy
 
 log = logging.getLogger("trimitogen.importer")
 
@@ -46,28 +46,6 @@ class ImportStats:
     bytes_sent: int = 0
     #: Seconds the master spent finding, reading and compiling what it sent.
     seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModulePolicy:
-    """Which modules a context may receive, by dotted-name prefix.
-
-    ``deny`` wins over ``allow``; ``allow=None`` allows every module that can be served.
-    """
-
-    deny: tuple[str, ...] = ()
-    allow: tuple[str, ...] | None = None
-
-    @staticmethod
-    def _matches(name: str, prefixes: Iterable[str]) -> bool:
-        return any(name == p or name.startswith(p + ".") for p in prefixes)
-
-    def refusal(self, name: str) -> str | None:
-        if self._matches(name, self.deny):
-            return "it is on this context's deny list"
-        if self.allow is not None and not self._matches(name, self.allow):
-            return "it is not on this context's allow list"
-        return None
 
 
 @dataclass

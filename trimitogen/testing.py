@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import trio
 
-from ._context import Context, Method, open_context
-from ._methods import local
+from ._context import Context, open_context
+from ._methods import Method, local
 
 ContextFactory = Callable[..., Awaitable[Context]]
 

@@ -91,9 +91,13 @@ def build_plan(spec: Dict[str, Any]) -> Plan:
             spec.get("cwd"),
         )
     if kind in CONTAINER_KINDS:
-        from .containers import plan
+        from .containers import tool_command
 
-        return plan(spec)
+        argv, tool_env, prompting = tool_command(spec, python_command(spec["python"]))
+        if prompting is None:
+            return Plan(argv, False, PromptDialog(spec["describe"], None), tool_env)
+        dialog = PromptDialog(spec["describe"], spec["password"], *prompting)
+        return Plan(argv, True, dialog, tool_env)
     if kind == "sudo":
         argv = [spec["sudo_path"], "-u", spec["username"], "-H", "-p", SUDO_PROMPT]
         argv += list(spec["sudo_args"]) + python_command(spec["python"])
@@ -158,8 +162,6 @@ CONTAINER_KINDS = frozenset(
         "jail",
     )
 )
-
-Rule = "Tuple[bytes, Type[ConnectError], str]"
 
 
 class PromptDialog:

@@ -1,20 +1,20 @@
 """The argv of each container, namespace and privilege tool a context can start through.
 
-Like the rest of :mod:`trimitogen.core.connect`, this is pure data in, data out: :func:`plan`
-turns a method spec (see ``trimitogen/_containers.py``) into a :class:`~.connect.Plan`, in the
+Like the rest of :mod:`trimitogen.core.connect`, this is pure data in, data out:
+:func:`tool_command` turns a method spec (see ``trimitogen/_containers.py``) into the tool's argv
+and what the process needs besides, which :func:`~.connect.build_plan` makes a plan of, in the
 master for a direct child or in an intermediate context for ``via=``.  The runtime's stream
-crosses each tool on its stdin and stdout, so every tool is run the way that connects those to
-the command without a terminal in between.
+crosses each tool on its stdin and stdout, so every tool is run the way that connects those to the
+command without a terminal in between.
 """
 
 from __future__ import annotations
 
-from .connect import Plan, PromptDialog, _shell_quote, python_command
 from .errors import ConnectError, PasswordError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: Method kind -> the prefix of its spec's ``*_path`` and ``*_args`` fields.
 TOOLS = {
@@ -55,11 +55,11 @@ def _docker_like(spec: Dict[str, Any], tool: str) -> List[str]:
 
 
 def _docker(spec: Dict[str, Any]) -> List[str]:
-    return _docker_like(spec, "docker") + python_command(spec["python"])
+    return _docker_like(spec, "docker")
 
 
 def _podman(spec: Dict[str, Any]) -> List[str]:
-    return _docker_like(spec, "podman") + python_command(spec["python"])
+    return _docker_like(spec, "podman")
 
 
 def _buildah(spec: Dict[str, Any]) -> List[str]:
@@ -71,7 +71,7 @@ def _buildah(spec: Dict[str, Any]) -> List[str]:
         argv += ["--workingdir", spec["cwd"]]
     argv += _env_words("--env", spec["env"])
     argv += [*spec["buildah_args"], spec["container"], "--"]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 def _kubectl(spec: Dict[str, Any]) -> List[str]:
@@ -85,7 +85,7 @@ def _kubectl(spec: Dict[str, Any]) -> List[str]:
     if spec["container"] is not None:
         argv += ["--container", spec["container"]]
     argv += [*spec["kubectl_args"], "--"]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 def _lxc_attach(spec: Dict[str, Any]) -> List[str]:
@@ -97,7 +97,7 @@ def _lxc_attach(spec: Dict[str, Any]) -> List[str]:
         argv += ["--gid", str(spec["gid"])]
     argv += _env_words("--set-var", spec["env"])
     argv += [*spec["lxc_attach_args"], "--"]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 def _lxc_exec(spec: Dict[str, Any], tool: str) -> List[str]:
@@ -110,7 +110,7 @@ def _lxc_exec(spec: Dict[str, Any], tool: str) -> List[str]:
         argv += ["--cwd", spec["cwd"]]
     argv += _env_words("--env", spec["env"])
     argv += [*spec[tool + "_args"], "--"]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 def _lxd(spec: Dict[str, Any]) -> List[str]:
@@ -149,14 +149,16 @@ def _setns(spec: Dict[str, Any]) -> List[str]:
         kind = spec["container_kind"]
         query = [spec["query_path"] or PID_QUERY_TOOLS[kind], *PID_QUERIES[kind]]
         query.append(spec["container"])
+        from shlex import quote
+
         failure = "trimitogen: %s container %s has no running process" % (kind, spec["container"])
         script = (
             'pid=$(%s) && [ -n "$pid" ] && [ "$pid" != 0 ] || { echo %s >&2; exit 1; }; '
             'exec %s --target "$pid" "$@"'
             % (
-                " ".join(_shell_quote(word) for word in query),
-                _shell_quote(failure),
-                _shell_quote(spec["nsenter_path"]),
+                " ".join(quote(word) for word in query),
+                quote(failure),
+                quote(spec["nsenter_path"]),
             )
         )
         argv = ["/bin/sh", "-c", script, "trimitogen-setns"]
@@ -169,7 +171,7 @@ def _setns(spec: Dict[str, Any]) -> List[str]:
     if spec["cwd"] is not None:
         argv += ["--wd=" + spec["cwd"]]
     argv += [*spec["nsenter_args"], "--"]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 def _chroot(spec: Dict[str, Any]) -> List[str]:
@@ -178,7 +180,7 @@ def _chroot(spec: Dict[str, Any]) -> List[str]:
     if spec["user"] is not None:
         argv.append("--userspec=" + spec["user"])
     argv += [*spec["chroot_args"], spec["root"]]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 def _doas(spec: Dict[str, Any]) -> List[str]:
@@ -187,7 +189,7 @@ def _doas(spec: Dict[str, Any]) -> List[str]:
     if spec["password"] is None:
         argv.append("-n")
     argv += ["-u", spec["username"], *spec["doas_args"]]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 def _machinectl(spec: Dict[str, Any]) -> List[str]:
@@ -201,7 +203,7 @@ def _machinectl(spec: Dict[str, Any]) -> List[str]:
         argv.append("--working-directory=" + spec["cwd"])
     argv += ["--setenv=%s=%s" % pair for pair in spec["env"]]
     argv += [*spec["systemd_run_args"], "--"]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 def _jail(spec: Dict[str, Any]) -> List[str]:
@@ -210,7 +212,7 @@ def _jail(spec: Dict[str, Any]) -> List[str]:
     if spec["user"] is not None:
         argv += ["-U", spec["user"]]
     argv += [*spec["jexec_args"], spec["jail"]]
-    return argv + python_command(spec["python"])
+    return argv
 
 
 _ARGV: Dict[str, Callable[[Dict[str, Any]], List[str]]] = {
@@ -229,33 +231,28 @@ _ARGV: Dict[str, Callable[[Dict[str, Any]], List[str]]] = {
 }
 
 
-def doas_dialog(username: str, password: Any) -> PromptDialog:
-    """doas asks ``doas (user@host) password:`` on its terminal (OpenBSD's and OpenDoas alike)."""
-    return PromptDialog(
-        "doas to %s" % username,
-        password,
-        prompts=(b"password:",),
-        failures=(
-            (b"authentication failed", PasswordError, "the password was refused"),
-            (
-                b"authentication required",
-                PasswordError,
-                "a password is required (pass password=...)",
-            ),
-            (b"operation not permitted", ConnectError, "doas.conf does not permit this"),
-            (b"not permitted", ConnectError, "doas.conf does not permit this"),
-            (b"unknown user", ConnectError, "there is no such user"),
-        ),
-    )
+#: doas asks ``doas (user@host) password:`` on its terminal (OpenBSD's doas and OpenDoas alike);
+#: what it prints when that fails.
+DOAS_PROMPTS = (b"password:",)
+DOAS_FAILURES = (
+    (b"authentication failed", PasswordError, "the password was refused"),
+    (b"authentication required", PasswordError, "a password is required (pass password=...)"),
+    (b"operation not permitted", ConnectError, "doas.conf does not permit this"),
+    (b"not permitted", ConnectError, "doas.conf does not permit this"),
+    (b"unknown user", ConnectError, "there is no such user"),
+)
 
 
-def plan(spec: Dict[str, Any]) -> Plan:
-    """The :class:`~.connect.Plan` of a container, namespace or doas method spec."""
+def tool_command(
+    spec: Dict[str, Any], python: List[str]
+) -> Tuple[List[str], Optional[Dict[str, str]], Optional[Tuple[Any, Any]]]:
+    """The argv of a container, namespace or doas method ``spec`` ending in ``python`` (the
+    interpreter's command), the variables to add to the tool's environment, and for a tool that
+    prompts on a terminal its (prompts, failures)."""
     kind = spec["kind"]
-    argv = _ARGV[kind](spec)
+    argv = _ARGV[kind](spec) + python
+    if kind == "doas":
+        return argv, {"LC_ALL": "C"}, (DOAS_PROMPTS, DOAS_FAILURES)
     # Where the tool starts the command with its own environment (nsenter, chroot), the variables
     # are given to the tool; the others carry them in their own flags.
-    env = dict(spec["env"]) if kind in ("setns", "chroot") else None
-    if kind == "doas":
-        return Plan(argv, True, doas_dialog(spec["username"], spec["password"]), {"LC_ALL": "C"})
-    return Plan(argv, False, PromptDialog(spec["describe"], None), env)
+    return argv, dict(spec["env"]) if kind in ("setns", "chroot") else None, None

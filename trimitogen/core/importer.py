@@ -21,7 +21,8 @@ import zlib
 
 from .errors import LatchError
 from .latch import Latch
-from .protocol import HANDLE_GET_MODULE, Message, dumps
+from .messages import GetModule
+from .protocol import HANDLE_GET_MODULE, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,7 +93,9 @@ class Importer:
             self._waiting.setdefault(fullname, []).append(latch)
         if first:
             self._send(
-                Message(self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, dumps(fullname))
+                Message(
+                    self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(fullname)
+                )
             )
         # importlib calls find_spec() holding its global import lock.  Keeping it while waiting
         # for the parent would stall every other thread that imports anything, the I/O thread
@@ -158,17 +161,39 @@ class Importer:
         return module is not None and hasattr(module, "__path__")
 
 
-def _matches(name: str, prefixes: Any) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
+class ModulePolicy:
+    """Which modules a context may receive, by dotted-name prefix.
 
+    ``deny`` wins over ``allow``; ``allow=None`` allows every module that can be served.  The
+    master applies it when serving a context, an intermediate when forwarding to its children.
+    """
 
-def policy_refusal(name: str, deny: Any, allow: Any) -> Optional[str]:
-    """Why a context may not receive module ``name`` (dotted prefixes; deny wins), or None."""
-    if _matches(name, deny):
-        return "it is on this context's deny list"
-    if allow is not None and not _matches(name, allow):
-        return "it is not on this context's allow list"
-    return None
+    __slots__ = ("allow", "deny")
+
+    def __init__(self, deny: Any = (), allow: Any = None) -> None:
+        self.deny: Tuple[str, ...] = tuple(deny)
+        self.allow: Optional[Tuple[str, ...]] = None if allow is None else tuple(allow)
+
+    def __repr__(self) -> str:
+        return "ModulePolicy(deny=%r, allow=%r)" % (self.deny, self.allow)
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is ModulePolicy and (self.deny, self.allow) == (other.deny, other.allow)
+
+    def __hash__(self) -> int:
+        return hash((self.deny, self.allow))
+
+    @staticmethod
+    def _matches(name: str, prefixes: Any) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    def refusal(self, name: str) -> Optional[str]:
+        """Why module ``name`` may not be sent under this policy, or None."""
+        if self._matches(name, self.deny):
+            return "it is on this context's deny list"
+        if self.allow is not None and not self._matches(name, self.allow):
+            return "it is not on this context's allow list"
+        return None
 
 
 class ModuleForwarder:
@@ -199,7 +224,7 @@ class ModuleForwarder:
 
     def request(self, child: Any, name: str) -> Optional[List[Record]]:
         """Records answering ``child``'s request now, or None after asking upward."""
-        refusal = policy_refusal(name, child.deny_modules, child.allow_modules)
+        refusal = child.module_policy.refusal(name)
         if refusal is not None:
             return [(name, False, "", False, b"", b"", refusal)]
         if name in self._cache:
@@ -221,7 +246,7 @@ class ModuleForwarder:
                 and record[1]
                 and other.partition(".")[0] == top
                 and other not in child.modules_sent
-                and policy_refusal(other, child.deny_modules, child.allow_modules) is None
+                and child.module_policy.refusal(other) is None
             ),
         ]
         with_code = child.magic == self.master_magic

@@ -37,6 +37,7 @@ CHILD_NAMES: Dict[str, str] = {
     "sudo": "trimitogen._methods",
     "su": "trimitogen._methods",
     "fork": "trimitogen._methods",
+    "Method": "trimitogen._methods",
     "buildah": "trimitogen._containers",
     "chroot": "trimitogen._containers",
     "docker": "trimitogen._containers",
@@ -55,6 +56,7 @@ CHILD_NAMES: Dict[str, str] = {
 MASTER_ONLY = frozenset(
     (
         "Context",
+        "ContextStatistics",
         "ImportStats",
         "Latch",
         "iter_read",

@@ -425,7 +425,7 @@ def substitute(obj: Any, values: Dict[int, Any], memo: Dict[int, Any]) -> Any:
         return obj
     memo[key] = _IN_PROGRESS
     items = [substitute(item, values, memo) if type(item) in SPECIAL else item for item in obj]
-    changed = any(new is not old for new, old in zip(items, obj))  # noqa: B905 - 3.8
+    changed = any(new is not old for new, old in zip(items, obj))
     memo[key] = rebuilt = kind(items) if changed else obj
     return rebuilt
 
