@@ -1,6 +1,6 @@
 """ssh, sudo and su with real tools, chains of contexts (via=), and faults across hops.
 
-The sshd on 127.0.0.1 and the throwaway users come from tests/infra.py.  Other users cannot run
+The sshd on 127.0.0.1 and the throwaway users come from trimitogen.testing.  Other users cannot run
 pyenv's interpreters (they live under root's home), so every context that runs as another user
 uses the system's /usr/bin/python3.
 """

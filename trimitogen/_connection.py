@@ -30,7 +30,7 @@ from .core.protocol import (
     Message,
 )
 from .core.routing import RouteTable
-from .core.side import IOV_MAX, Side, written
+from .core.side import CHUNK_SIZE, IOV_MAX, Side, written
 
 log = logging.getLogger("trimitogen")
 
@@ -239,7 +239,13 @@ class Connection:
         link = self.link
         decoder = link.decoder
         reads = 0
+        drained = False
         while True:
+            if drained:
+                # The last read took less than it asked for: the socket is empty, so wait
+                # instead of paying for a read that fails with EAGAIN.
+                reads = 0
+                await trio.lowlevel.wait_readable(fd)
             view = decoder.body_view()
             try:
                 if view is not None:
@@ -247,14 +253,15 @@ class Connection:
                     if not n:
                         return
                     decoder.body_filled(n)
+                    drained = n < len(view)
                 else:
                     data = side.read()
                     if not data:
                         return
                     link.receive_stream(data)
+                    drained = len(data) < CHUNK_SIZE
             except BlockingIOError:
-                reads = 0
-                await trio.lowlevel.wait_readable(fd)
+                drained = True
                 continue
             for msg in link.messages() if link.state == CONNECTING else decoder.messages():
                 try:

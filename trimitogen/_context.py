@@ -19,7 +19,7 @@ from ._methods import Method, local
 from ._payload import config_payload, runtime_payload
 from ._responder import ImportStats, ModuleResponder, module_names
 from ._route import SHUT_DOWN, ContextStatistics, Route
-from .core import child as child_runtime
+from .core import calls
 from .core.errors import CallError, ChannelError, ConnectError, StreamError
 from .core.importer import ModulePolicy
 from .core.link import ERROR_CLASSES, Grace, connect_failure
@@ -237,7 +237,7 @@ async def open_context(
             via = await _fork_server()
         preload = list(getattr(method, "preload", ()))
         if preload:
-            await via.call(child_runtime.preload, preload)
+            await via.call(calls.preload, preload)
     if via is not None:
         async with _open_via(method, via, context_id, name, connect_timeout, policy) as context:
             yield context

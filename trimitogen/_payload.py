@@ -21,6 +21,7 @@ RUNTIME_MODULES = (
     "trimitogen.core.importer",
     "trimitogen.core.loop",
     "trimitogen.core.iologger",
+    "trimitogen.core.calls",
     "trimitogen.core.child",
 )
 

@@ -21,19 +21,18 @@ import _thread
 import os
 import select
 import sys
+import time
 
+from .calls import CallRunner
 from .errors import ChannelError, StreamError
 from .importer import Importer
 from .iologger import IoLogger, LoggingHook, install_forwarding, remove_forwarding
 from .loop import POLLIN, PollLoop, Waker
 from .messages import (
-    Call,
     Kill,
     LoadModule,
     Log,
     Ready,
-    ReplyError,
-    ReplyOk,
     Spawn,
     SpawnFailed,
 )
@@ -53,11 +52,18 @@ from .side import Side, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Set
 
 
 #: Seconds a child waits for a running call to finish after shutdown or loss of its parent.
 SHUTDOWN_GRACE = 1.0
+
+#: While calls run, the I/O thread looks every this many seconds whether the current one has run
+#: this long, and then takes over reading the parent's stream (see ``_io_wait``).
+TICK = 0.002
+
+#: The I/O thread stops looking this many seconds after the last call ended.
+TICK_IDLE = 0.05
 
 
 class ExternalContext:
@@ -84,6 +90,14 @@ class ExternalContext:
         self._rx_lock = _thread.allocate_lock()
         self._rx_registered = False
         self._parent_eof = False
+        # The hand-over without a wake-up per call: the main thread notes when its calls start
+        # and end; the I/O thread, while ``_ticking``, looks at those every TICK (see _io_wait).
+        # Only a call that runs longer than TICK, or that waits for a message (an import),
+        # makes the I/O thread read the stream.
+        self._call_started = 0.0
+        self._call_ended = 0.0
+        self._ticking = False
+        self._wants_reader = False
         self._for_io: List[Message] = []
         self._main_waker = Waker()
         self._io_done_released = False
@@ -92,9 +106,13 @@ class ExternalContext:
         self._io_done.acquire()
         self._main_done_r, self._main_done_w = os.pipe()
         self.loggers: List[IoLogger] = []
-        self._functions: Dict[Tuple[str, str], Any] = {}
+        self.calls = CallRunner(config["max_message_size"], self.send_log)
         self.importer = Importer(
-            self.send, self.context_id, self.parent_id, frozenset(config.get("never_ask", ()))
+            self.send,
+            self.context_id,
+            self.parent_id,
+            frozenset(config.get("never_ask", ())),
+            self.ensure_reader,
         )
         self.disconnected = False
         self.loop = PollLoop()
@@ -162,6 +180,37 @@ class ExternalContext:
         """Make the I/O loop run its wake-up work soon; any thread may call this."""
         self.waker.wake()
 
+    def ensure_reader(self) -> None:
+        """A call is about to wait for a message from the parent: make sure someone reads."""
+        if self._busy and not self._rx_registered:
+            self._wants_reader = True
+            self.wake()
+
+    def _io_wait(self) -> Optional[float]:
+        """How long the I/O loop may sleep while calls come and go (None: until woken; 0: take
+        over reading the parent's stream now).
+
+        Dekker-style with :meth:`_begin_call`: the main thread sets ``_busy`` then reads
+        ``_ticking``; this thread clears ``_ticking`` then reads ``_busy``.  One of the two
+        always sees the other's write, so a call never runs unwatched.
+        """
+        if not self._ticking:
+            return None
+        if self._busy:
+            if self._rx_registered:
+                return None  # this thread reads already: the stream itself wakes it
+            if self._wants_reader or time.monotonic() - self._call_started >= TICK:
+                self._wants_reader = False
+                return 0.0
+            return TICK
+        if time.monotonic() - self._call_ended < TICK_IDLE:
+            return TICK
+        self._ticking = False
+        if self._busy:
+            self._ticking = True
+            return 0.0
+        return None
+
     def _on_wake(self) -> None:
         self.waker.drain()
         self._drain_for_io()
@@ -190,11 +239,14 @@ class ExternalContext:
         stopping = False
         rx_fd = self.rx.fileno()
         while not loop.stopped:
-            if self._busy and not self._rx_registered:
-                loop.add_reader(rx_fd, self._on_parent_readable)
-                self._rx_registered = True
+            at_most = self._io_wait()
+            if at_most == 0.0:
+                if self._busy and not self._rx_registered:
+                    loop.add_reader(rx_fd, self._on_parent_readable)
+                    self._rx_registered = True
+                at_most = TICK
             # Messages read while a write waited are still to be handled: do not sleep.
-            loop.run_once(busy=self.children is not None and bool(self.children.pumped))
+            loop.run_once(self.children is not None and bool(self.children.pumped), at_most)
             if loop.stopped:
                 return
             if self.children is not None:
@@ -375,19 +427,6 @@ class ExternalContext:
         _thread.start_new_thread(watchdog, ())
 
     # The main thread -------------------------------------------------------------------------
-    def _resolve(self, module: str, qualname: str) -> Any:
-        key = (module, qualname)
-        fn = self._functions.get(key)
-        if fn is None:
-            obj = sys.modules.get(module)
-            if obj is None:
-                __import__(module)
-                obj = sys.modules[module]
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            fn = self._functions[key] = obj
-        return fn
-
     def _fork(self, msg: Message) -> None:
         from .forking import fork_child
 
@@ -406,43 +445,9 @@ class ExternalContext:
         if msg.handle == HANDLE_SPAWN:
             self._fork(msg)
             return
-        func_desc = "<undecoded call>"
-        error: Optional[ReplyError] = None
-        try:
-            # A call may name modules to import for its values: it comes from the parent.
-            call = Call.decode(msg.data, may_import=True)
-            func_desc = "%s.%s" % (call.module, call.qualname)
-            result = self._resolve(call.module, call.qualname)(*call.args, **call.kwargs)
-            if type(result).__name__ == "coroutine":
-                import asyncio
-
-                result = asyncio.run(result)
-        except BaseException as exc:
-            error = _describe_exception(exc)
-        if not msg.reply_to:
-            if error is not None:
-                self.send_log(
-                    "log",
-                    "trimitogen.call",
-                    40,
-                    "call_no_reply(%s) raised %s: %s\n%s"
-                    % (func_desc, error.type_name, error.message, error.traceback),
-                )
+        data = self.calls.run(msg.data, bool(msg.reply_to))
+        if data is None:
             return
-        try:
-            data: Any = ReplyOk.pack(True, result) if error is None else error.encode()
-            if len(data) > self.decoder.max_message_size:
-                raise ValueError(
-                    "it encodes to %d bytes, over the %d-byte message limit"
-                    % (len(data), self.decoder.max_message_size)
-                )
-        except Exception as exc:
-            data = ReplyError.pack(
-                False,
-                "builtins.TypeError",
-                "the result of %s could not be sent back: %s" % (func_desc, exc),
-                "",
-            )
         try:
             self.send(Message(msg.src, self.context_id, msg.reply_to, 0, data))
         except ChannelError:
@@ -477,10 +482,9 @@ class ExternalContext:
             if self._queue:
                 msg = self._queue.pop(0)
                 if not self._busy:
-                    # The call may block: the I/O thread reads the stream meanwhile.
-                    self._busy = True
-                    self.wake()
+                    self._begin_call()
                 self._run_call(msg)
+                self._call_ended = time.monotonic()
                 continue
             self._busy = False
             with self._rx_lock:
@@ -493,6 +497,15 @@ class ExternalContext:
                         self._parent_eof = True
                         self._stopping = True
                         self.wake()
+
+    def _begin_call(self) -> None:
+        # The call may block: the I/O thread reads the stream meanwhile if it runs long.  No
+        # wake-up while the I/O thread is already watching (see _io_wait).
+        self._call_started = time.monotonic()
+        self._busy = True
+        if not self._ticking:
+            self._ticking = True
+            self.wake()
 
     def _dispatch_from_main(self, msg: Message) -> None:
         """A message read by the main thread: calls stay here, the rest goes to the I/O thread."""
@@ -511,19 +524,6 @@ def _run_fork_copy(old: ExternalContext, request: Spawn, sock_fd: int) -> None:
     sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not old.importer]
     remove_forwarding(old)
     start_runtime(ExternalContext(request.config, sock_fd, sock_fd))
-
-
-def _describe_exception(exc: BaseException) -> ReplyError:
-    import traceback
-
-    cls = type(exc)
-    type_name = "%s.%s" % (cls.__module__, cls.__qualname__)
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<str() of the exception failed>"
-    text = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
-    return ReplyError(False, type_name, message, text)
 
 
 def _redirect_stdio(context: ExternalContext) -> None:
@@ -573,9 +573,3 @@ def _bytecode_magic() -> bytes:
 def _same_file(fd1: int, fd2: int) -> bool:
     st1, st2 = os.fstat(fd1), os.fstat(fd2)
     return (st1.st_dev, st1.st_ino) == (st2.st_dev, st2.st_ino)
-
-
-def preload(names: List[str]) -> None:
-    """Import ``names`` here (a fork server does this so its forks start warm)."""
-    for name in names:
-        __import__(name)

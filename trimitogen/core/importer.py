@@ -44,8 +44,11 @@ class Importer:
         context_id: int,
         parent_id: int,
         never_ask: Any = frozenset(),
+        before_wait: Callable[[], None] = lambda: None,
     ) -> None:
         self._send = send
+        #: Called before waiting for an answer, so that the answer will be read.
+        self._before_wait = before_wait
         #: Top-level names not worth a round trip: the parent never sends the standard library
         #: (the child's own is found before this importer is asked), and probes for other
         #: platforms' modules ("msvcrt", Jython's "org") would each cost one.
@@ -97,6 +100,7 @@ class Importer:
                     self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(fullname)
                 )
             )
+        self._before_wait()
         # importlib calls find_spec() holding its global import lock.  Keeping it while waiting
         # for the parent would stall every other thread that imports anything, the I/O thread
         # that must deliver the answer included, so it is released for the wait.

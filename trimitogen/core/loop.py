@@ -16,7 +16,7 @@ from .side import set_nonblocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: Events that make a reader's callback run: data, or the other end gone.
 POLLIN = select.POLLIN | select.POLLHUP | select.POLLERR
@@ -99,13 +99,17 @@ class PollLoop:
     def stop(self) -> None:
         self.stopped = True
 
-    def run_once(self, busy: bool = False) -> None:
-        """Wait for readiness or the next timer (not at all when ``busy``), then run callbacks."""
+    def run_once(self, busy: bool = False, at_most: Optional[float] = None) -> None:
+        """Wait for readiness or the next timer (not at all when ``busy``, at most ``at_most``
+        seconds if given), then run the callbacks."""
         timeout = None
         if busy:
             timeout = 0
         elif self._timers:
             timeout = max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1)
+        if at_most is not None:
+            limit = max(0, int(at_most * 1000))
+            timeout = limit if timeout is None else min(timeout, limit)
         for fd, _event in self._poller.poll(timeout):
             callback = self._readers.get(fd)
             if callback is not None:

@@ -1,19 +1,4 @@
-"""Pytest fixtures for testing code that runs in trimitogen contexts.
-
-Enable them in the suite's top ``conftest.py`` with ``pytest_plugins = ["trimitogen.testing"]``
-(or import them into a test module); they are async fixtures, so the suite runs with
-pytest-trio in ``trio_mode``.
-
-``trimitogen_context``
-    A fresh local context on the test's own interpreter, shut down and reaped after the test.
-    Functions of the code under test reach it by import over the wire, so nothing needs
-    installing for the child.
-
-``trimitogen_contexts``
-    A factory, ``await trimitogen_contexts(method, **open_context_options)``, for contexts of
-    any method (another interpreter, sudo, ssh, a chain with ``via=``); every context it opened
-    is closed after the test, newest first.
-"""
+"""The context fixtures: a local context, and a factory of contexts of any method."""
 
 from __future__ import annotations
 
@@ -23,8 +8,8 @@ from typing import Any
 import pytest
 import trio
 
-from ._context import Context, open_context
-from ._methods import Method, local
+from .._context import Context, open_context
+from .._methods import Method, local
 
 ContextFactory = Callable[..., Awaitable[Context]]
 
