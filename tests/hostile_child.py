@@ -37,6 +37,37 @@ class Evil:
         return (os.system, ("touch " + os.environ["HOSTILE_SENTINEL"],))
 
 
+class Persistent:
+    """Written as a persistent id (``pid``): how values beyond plain data travel."""
+
+    def __init__(self, pid: object) -> None:
+        self.pid = pid
+
+
+def dumps_persistent(obj: object) -> bytes:
+    import io
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            return obj.pid if isinstance(obj, Persistent) else None
+
+    out = io.BytesIO()
+    Pickler(out, protocol=5).dump(obj)
+    return out.getvalue()
+
+
+#: Persistent ids that try to make the master import a module of the child's choosing (the test
+#: puts a module named "smuggled" on the master's path that would create the sentinel) or load a
+#: global through a value's parts.
+SMUGGLERS = {
+    "smuggle-enum": ("enum", "smuggled", "Evil", "X"),
+    "smuggle-main": ("enum", "__main__", "Evil", "X"),
+    "smuggle-value": ("value", "smuggled.Evil", "smuggled", 1),
+    "smuggle-global": ("value", "smuggled.Evil", "smuggled", Evil()),
+    "smuggle-date": ("date", Evil(), 1, 1),
+}
+
+
 def main() -> None:
     mode = sys.argv[1]
     os.write(1, b"TMG0 %x\n" % sys.hexversion)
@@ -86,6 +117,8 @@ def main() -> None:
             send(0, me + 1000, reply_to, 0, pickle.dumps((True, "spoofed")))
             send(5, me, reply_to, 0, pickle.dumps((True, "misaddressed")))
             send(0, me, reply_to, 0, pickle.dumps((True, "genuine")))
+        elif mode in SMUGGLERS:
+            send(0, me, reply_to, 0, dumps_persistent((True, Persistent(SMUGGLERS[mode]))))
         elif mode == "not-a-reply":
             send(0, me, reply_to, 0, pickle.dumps(["not", "a", "reply"]))
         elif mode == "bad-magic":

@@ -4,6 +4,18 @@ Open a child with :func:`open_context` and a method such as :func:`local`, then 
 ctx.call(fn, *args)``.  The child needs nothing installed but Python 3.8 or newer.
 """
 
+from ._containers import buildah as buildah
+from ._containers import chroot as chroot
+from ._containers import doas as doas
+from ._containers import docker as docker
+from ._containers import incus as incus
+from ._containers import jail as jail
+from ._containers import kubectl as kubectl
+from ._containers import lxc as lxc
+from ._containers import lxd as lxd
+from ._containers import machinectl as machinectl
+from ._containers import podman as podman
+from ._containers import setns as setns
 from ._context import Context as Context
 from ._context import open_context as open_context
 from ._fdio import iter_read as iter_read
@@ -30,5 +42,6 @@ from .core.minify import minimize_source as minimize_source
 from .core.modules import get_child_modules as get_child_modules
 from .core.side import Side as Side
 from .core.side import io_op as io_op
+from .core.values import register_value_type as register_value_type
 
 __version__ = "0.1.0"

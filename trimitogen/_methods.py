@@ -3,12 +3,16 @@
 Each method object is immutable and small.  :meth:`spec` renders it as a plain dict, which
 :func:`trimitogen.core.connect.build_plan` turns into an argv and a prompt dialog, in the master
 for a direct child or in an intermediate context for ``via=``.
+
+Nothing here needs Trio or the master: code in a child context imports this module too
+(``import trimitogen`` there) and builds methods as data.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
@@ -61,6 +65,8 @@ class Local(_Method):
     """A new local interpreter.  Made by :func:`local`."""
 
     python: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
 
     kind = "local"
 
@@ -143,14 +149,43 @@ class Fork(_Method):
         return "fork"
 
 
-def local(*, python: str | Sequence[str] | None = None) -> Local:
+def local(
+    *,
+    python: str | Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Local:
     """A method that starts a new local Python interpreter.
 
     ``python`` is the interpreter's path or a whole argv prefix such as
     ``["/usr/bin/python3", "-I", "-S"]``; by default the master's own ``sys.executable``.
-    Any CPython 3.8 or newer works: nothing needs to be installed for it.
+    Any CPython 3.8 or newer works: nothing needs to be installed for it.  ``env`` adds (or
+    replaces) environment variables of the new process, and ``cwd`` is the directory it starts
+    in; both apply before the interpreter starts (via ``via=``, on the intermediate's machine).
     """
-    return Local(_python_argv(python, sys.executable))
+    return Local(_python_argv(python, sys.executable), env_pairs(env), _directory(cwd))
+
+
+def env_pairs(env: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """``env`` as sorted (name, value) pairs, checked: a method object stays hashable data."""
+    if env is None:
+        return ()
+    pairs = tuple(sorted(env.items()))
+    for key, value in pairs:
+        if not (isinstance(key, str) and key and "=" not in key and "\0" not in key):
+            raise ValueError("environment variable names must be non-empty, without '=': %r" % key)
+        if not isinstance(value, str) or "\0" in value:
+            raise ValueError("the value of environment variable %s must be a str" % key)
+    return pairs
+
+
+def _directory(cwd: str | os.PathLike[str] | None) -> str | None:
+    if cwd is None:
+        return None
+    path = os.fspath(cwd)
+    if not isinstance(path, str) or not path:
+        raise ValueError("cwd must be a non-empty path, got %r" % (cwd,))
+    return path
 
 
 def ssh(

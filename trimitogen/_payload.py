@@ -34,6 +34,9 @@ LAZY_MODULES = (
     "trimitogen.core.link",
     "trimitogen.core.parent",
     "trimitogen.core.forking",
+    "trimitogen.core.values",
+    "trimitogen.core.package",
+    "trimitogen.core.containers",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or
@@ -72,6 +75,14 @@ for name in ("trimitogen", "trimitogen.core"):
     pkg.__path__ = []
     pkg.__package__ = name
     sys.modules[name] = pkg
+
+
+def public_name(name):
+    from trimitogen.core.package import attribute
+    return attribute(name)
+
+
+sys.modules["trimitogen"].__getattr__ = public_name
 for name in EAGER:
     mod = M(name)
     mod.__package__ = "trimitogen.core"
@@ -79,7 +90,7 @@ for name in EAGER:
     sys.modules[name] = mod
     exec(code_of(name, SOURCES), mod.__dict__)
     setattr(sys.modules["trimitogen.core"], name.rpartition(".")[2], mod)
-del M, name, mod, pkg
+del M, name, mod, pkg, public_name
 sys.modules["trimitogen.core.child"].main(read_exact, in_fd)
 """
 

@@ -51,7 +51,8 @@ class CallRunner:
         func_desc = "<undecoded call>"
         error: Optional[ReplyError] = None
         try:
-            call = Call.decode(data)
+            # A call may name modules to import for its values: it comes from the parent.
+            call = Call.decode(data, may_import=True)
             func_desc = "%s.%s" % (call.module, call.qualname)
             result = self.resolve(call.module, call.qualname)(*call.args, **call.kwargs)
             if type(result).__name__ == "coroutine":

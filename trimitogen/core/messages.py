@@ -136,9 +136,13 @@ class Schema:
         return dumps_body(values)
 
     @classmethod
-    def decode(cls, data: Any) -> Any:
-        """Check and build from an encoded body; :class:`StreamError` names what is wrong."""
-        return cls.from_value(loads(data))
+    def decode(cls, data: Any, may_import: bool = False) -> Any:
+        """Check and build from an encoded body; :class:`StreamError` names what is wrong.
+
+        ``may_import``: the body comes from the parent, whose values may name modules to import
+        (see :mod:`.values`).
+        """
+        return cls.from_value(loads(data, may_import))
 
     @classmethod
     def describe(cls) -> str:
