@@ -152,7 +152,8 @@ def provision_users(*, wait: float = 90.0) -> Iterator[Users]:
     same users' passwords, so a second caller (another test session, a benchmark run, or a
     nested call) waits up to ``wait`` seconds for the first to finish, then raises
     ``RuntimeError`` naming the holder's pid.  The lock is an ``flock`` on
-    ``trimitogen-testing-users.lock`` in the temporary directory.
+    ``trimitogen-testing-users.lock`` in the temporary directory, which stays (removing a lock
+    file that others may be waiting on would let two holders in).
     """
     require_root("provisioning throwaway users")
     tools = require_tools("useradd", "usermod", "chpasswd", "sudo", "visudo", "su", "runuser")
