@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -21,6 +22,7 @@ import trio
 import trimitogen as tm
 from tests import remote_helpers as rh
 from tests.conftest import REPO, WAIT
+from trimitogen.core.link import Grace
 
 SAMPLE_VALUES: list[Any] = [
     None,
@@ -385,3 +387,23 @@ def test_child_exits_when_master_is_killed(tmp_path: Any) -> None:
         else:
             os.kill(child_pid, signal.SIGKILL)
             pytest.fail("the child %d outlived its killed master" % child_pid)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+async def test_closing_under_cancellation_does_not_wait_for_the_grace_time(
+    depth: int, monkeypatch: pytest.MonkeyPatch, no_leaked_fds: None
+) -> None:
+    """The pump tasks outlive the cancelled block until the child is reaped, so the shutdown
+    sees the child exit instead of waiting out a (here 30 s) grace time at each level."""
+    monkeypatch.setattr(Grace, "EXIT", 30.0)
+    started = time.monotonic()
+    with trio.fail_after(WAIT):
+        with trio.move_on_after(1.0) as scope:
+            async with contextlib.AsyncExitStack() as stack:
+                ctx = await stack.enter_async_context(tm.open_context(tm.local()))
+                for _ in range(depth - 1):
+                    ctx = await stack.enter_async_context(tm.open_context(tm.local(), via=ctx))
+                await ctx.call(rh.sleep, 60)
+    assert scope.cancelled_caught
+    assert time.monotonic() - started < 15.0
+    assert ctx.statistics().gone_reason is not None

@@ -110,18 +110,37 @@ class Connection:
         self.shutting_down = False
         self.tx_broken = False
         self.responder: ModuleResponder | None = None
+        self._task_scopes: list[trio.CancelScope] = []
 
     def __repr__(self) -> str:
         return "Connection(%r)" % (self.name,)
 
     def start(self, nursery: trio.Nursery) -> None:
-        """Start the tasks that pump this connection."""
-        nursery.start_soon(self.reader)
-        nursery.start_soon(self.writer)
+        """Start the tasks that pump this connection.
+
+        They run shielded: a cancellation of the block around the context must not stop them,
+        since its shutdown needs them to see the child exit; :meth:`stop_tasks` ends them once
+        the child is reaped.
+        """
+        tasks = [self.reader, self.writer]
         if self.stderr is not None:
-            nursery.start_soon(self.stderr_reader)
+            tasks.append(self.stderr_reader)
         if self.process is not None:
-            nursery.start_soon(self.waiter)
+            tasks.append(self.waiter)
+        for task in tasks:
+            scope = trio.CancelScope(shield=True)
+            self._task_scopes.append(scope)
+            nursery.start_soon(self._run_shielded, scope, task)
+
+    @staticmethod
+    async def _run_shielded(scope: trio.CancelScope, task: Any) -> None:
+        with scope:
+            await task()
+
+    def stop_tasks(self) -> None:
+        """End the pump tasks (after :meth:`stop`)."""
+        for scope in self._task_scopes:
+            scope.cancel()
 
     # -- routes and requests -----------------------------------------------------------------
     def add_route(self, context_id: int, name: str, parent: Route) -> Route:

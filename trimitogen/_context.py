@@ -272,6 +272,7 @@ async def open_context(
             finally:
                 with trio.CancelScope(shield=True):
                     await conn.stop()
+                conn.stop_tasks()
                 nursery.cancel_scope.cancel()
     finally:
         conn.close_fds()

@@ -367,7 +367,11 @@ def loads(data: Any, may_import: bool = False) -> Any:
         if unpickler.saw_global or searchable.find(_READONLY_BUFFER) != -1:
             bad = _first_non_plain(result, is_value)
             if bad is not _PLAIN:
-                raise StreamError("refused a body holding %r, which is not plain data" % (bad,))
+                # The type, never the object's repr: a peer's object may be huge or hostile.
+                raise StreamError(
+                    "refused a body holding an object of type %s.%s, which is not plain data"
+                    % (type(bad).__module__, type(bad).__qualname__)
+                )
         return result
     except StreamError:
         raise
