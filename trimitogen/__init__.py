@@ -15,6 +15,10 @@ from ._methods import ssh as ssh
 from ._methods import su as su
 from ._methods import sudo as sudo
 from ._responder import ImportStats as ImportStats
+from ._targets import Target as Target
+from ._targets import open_chain as open_chain
+from ._targets import parse_target as parse_target
+from ._targets import with_python as with_python
 from .core.errors import CallError as CallError
 from .core.errors import ChannelError as ChannelError
 from .core.errors import ConnectError as ConnectError
