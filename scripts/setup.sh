@@ -24,4 +24,4 @@ fi
 if "$PYTHON" -m pip show trio-typing >/dev/null 2>&1; then
     "$PYTHON" -m pip uninstall -y -q trio-typing
 fi
-"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]'
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,cli]'

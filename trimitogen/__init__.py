@@ -8,6 +8,13 @@ from ._context import Context as Context
 from ._context import open_context as open_context
 from ._fdio import iter_read as iter_read
 from ._fdio import write_all as write_all
+from ._inventory import Inventory as Inventory
+from ._inventory import InventoryHost as InventoryHost
+from ._inventory import expand_host_range as expand_host_range
+from ._inventory import load_inventory as load_inventory
+from ._inventory import parse_host_list as parse_host_list
+from ._inventory import parse_ini_inventory as parse_ini_inventory
+from ._inventory import parse_yaml_inventory as parse_yaml_inventory
 from ._latch import Latch as Latch
 from ._methods import fork as fork
 from ._methods import local as local
