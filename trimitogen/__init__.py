@@ -8,6 +8,12 @@ from ._context import Context as Context
 from ._context import open_context as open_context
 from ._fdio import iter_read as iter_read
 from ._fdio import write_all as write_all
+from ._group import FdLimitError as FdLimitError
+from ._group import Group as Group
+from ._group import GroupStatistics as GroupStatistics
+from ._group import Result as Result
+from ._group import ResultStream as ResultStream
+from ._group import open_group as open_group
 from ._inventory import Inventory as Inventory
 from ._inventory import InventoryHost as InventoryHost
 from ._inventory import expand_host_range as expand_host_range

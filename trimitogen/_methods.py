@@ -61,6 +61,10 @@ class _Method:
                 "%s: could not start context %r (phase: spawn): %s: %s"
                 % (self.describe(), name, plan.argv[0], exc)
             ) from exc
+        except BaseException:
+            # Cancelled before the spawn began (Trio checks on its way into the spawn thread).
+            fds.failed()
+            raise
         stream_fd, term_fd = fds.spawned()
         side = Side(None, stream_fd)
         conn = Connection(
