@@ -131,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a function on every target",
         usage="trimitogen run [options] [TARGET ...] -- module:function [ARG ...]",
         description=_fill(
-            "Run module:function(ARG, ...) on every target and print what each "
-            "returned.  The function is imported on this machine (the current directory is on the "
-            "path) and sent to the targets with the modules it needs.  Each ARG is a Python literal "
+            "Run module:function(ARG, ...) on every target and print what each returned.  "
+            "The function is imported on this machine (the current directory is on the path) "
+            "and sent to the targets with the modules it needs.  Each ARG is a Python literal "
             "(1, 'text', [1, 2], {'k': None}; a word that is not a literal is a string), or "
             "NAME=LITERAL for a keyword argument.  Exit status 1 if any target failed."
         ),
