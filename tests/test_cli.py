@@ -331,3 +331,19 @@ def test_a_terminal_gets_a_live_display_and_a_table(console_script: str, job_dir
     assert "1 ok, 1 failed" in text
     # rich draws the table with box characters on a terminal.
     assert "━" in text or "─" in text
+
+
+def test_arguments_are_literals_or_plain_words() -> None:
+    from trimitogen.cli import UsageError, parse_arguments
+
+    words = ["/tmp", "web-1", "3", "'s'", "-2", "[1, (2, b'x')]", "x=/a", "y={'k': None}"]
+    assert parse_arguments(words) == (
+        ["/tmp", "web-1", 3, "s", -2, [1, (2, b"x")]],
+        {"x": "/a", "y": {"k": None}},
+    )
+    for bad in ["[1,", "1.2.3", '"abc', "{'k'"]:
+        with pytest.raises(UsageError, match="is not a Python literal"):
+            parse_arguments([bad])
+    # Never evaluated: a call is not a literal.
+    with pytest.raises(UsageError, match="is not a Python literal"):
+        parse_arguments(["(__import__('os').system('true'))"])

@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run module:function(ARG, ...) on every target and print what each returned.  "
             "The function is imported on this machine (the current directory is on the path) "
             "and sent to the targets with the modules it needs.  Each ARG is a Python literal "
-            "(1, 'text', [1, 2], {'k': None}; a word that is not a literal is a string), or "
+            "(1, 'text', [1, 2], {'k': None}; a word that is no literal, such as /tmp, is a "
+            "string), or "
             "NAME=LITERAL for a keyword argument.  Exit status 1 if any target failed."
         ),
         epilog=TARGET_HELP,
@@ -187,11 +188,13 @@ def _literal(word: str) -> Any:
     try:
         return ast.literal_eval(word)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
-        if word.isidentifier() or not word.strip():
-            return word  # a bare word: a string, as a shell user means it
-        raise UsageError(
-            "argument %r is not a Python literal (quote strings: \"'text'\")" % word
-        ) from None
+        stripped = word.lstrip("+-")
+        if (word[:1] and word[:1] in "[({'\"") or stripped[:1].isdigit():
+            # Meant as a literal, but malformed: guessing would hide the typo.
+            raise UsageError(
+                "argument %r is not a Python literal (quote strings: \"'text'\")" % word
+            ) from None
+        return word  # a plain word such as /tmp or web-1: a string, as a shell user means it
 
 
 def collect_targets(options: argparse.Namespace) -> list[tm.Target]:
