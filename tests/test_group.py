@@ -146,7 +146,6 @@ async def test_targets_sharing_a_first_hop_share_its_context(no_leaked_fds: None
     targets = ["local://%s/fork://" % PY] * 4 + ["local://%s/local://%s" % (PY, PY)]
     with trio.fail_after(WAIT):
         async with tm.open_group(targets) as group:
-            assert len(group.roots) == 1
             assert group.direct_contexts() == 1
             parents = await group.call(rh.getppid)
             pids = await group.call(os.getpid)

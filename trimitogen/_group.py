@@ -229,7 +229,8 @@ class Group:
     ) -> None:
         if max_connecting < 1:
             raise ValueError("max_connecting must be at least 1, not %r" % (max_connecting,))
-        self.targets = tuple(targets)
+        #: The targets, in the order given.
+        self.targets: tuple[Target, ...] = tuple(targets)
         self._slots = [_Slot(index, target) for index, target in enumerate(targets)]
         self._limiter = trio.CapacityLimiter(max_connecting)
         self._connect_timeout = connect_timeout
@@ -239,7 +240,7 @@ class Group:
         self._closing = trio.Event()
         self._batches: set[_Batch] = set()
         self._nodes: list[_Node] = []
-        self.roots = self._build_tree()
+        self._roots = self._build_tree()
 
     def _build_tree(self) -> list[_Node]:
         roots: list[_Node] = []
@@ -262,8 +263,8 @@ class Group:
 
     def direct_contexts(self) -> int:
         """How many contexts the master itself parents (fork targets share the fork server)."""
-        forks = sum(1 for root in self.roots if root.hop.kind == "fork")
-        return len(self.roots) - forks + (1 if forks else 0)
+        forks = sum(1 for root in self._roots if root.hop.kind == "fork")
+        return len(self._roots) - forks + (1 if forks else 0)
 
     def statistics(self) -> GroupStatistics:
         """Counts of targets waiting, connecting, connected and failed."""
@@ -519,7 +520,7 @@ async def open_group(
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         group._nursery = nursery
-        for root in group.roots:
+        for root in group._roots:
             nursery.start_soon(group._run_node, root, None)
         try:
             yield group

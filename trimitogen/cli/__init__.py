@@ -263,9 +263,11 @@ async def check(options: argparse.Namespace, reporter: Reporter) -> bool:
                 "ok": failure is None,
                 "python": first.value,
                 "executable": _executable(exe.value) if exe.ok else None,
-                "hop_seconds": list(first.hop_seconds),
-                "first_call_seconds": first.call_seconds,
-                "round_trip_seconds": statistics.median(trips[index]) if trips[index] else None,
+                "hop_seconds": [_rounded(s) for s in first.hop_seconds],
+                "first_call_seconds": _rounded(first.call_seconds),
+                "round_trip_seconds": _rounded(
+                    statistics.median(trips[index]) if trips[index] else None
+                ),
                 **_failure_fields(failure),
             }
         )
@@ -300,9 +302,9 @@ async def run(
                     "target_string": str(result.target),
                     "ok": result.ok,
                     "value": result.value,
-                    "hop_seconds": list(result.hop_seconds),
-                    "connect_seconds": result.connect_seconds,
-                    "call_seconds": result.call_seconds,
+                    "hop_seconds": [_rounded(s) for s in result.hop_seconds],
+                    "connect_seconds": _rounded(result.connect_seconds),
+                    "call_seconds": _rounded(result.call_seconds),
                     **_failure_fields(result if not result.ok else None),
                 }
             )
@@ -310,6 +312,10 @@ async def run(
     rows.sort(key=lambda row: order.get(row["target"], math.inf))
     reporter.finish(rows, kind="run")
     return all(row["ok"] for row in rows)
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 6)
 
 
 def _failure_fields(result: tm.Result[Any] | None) -> dict[str, Any]:
