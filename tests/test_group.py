@@ -147,7 +147,7 @@ async def test_targets_sharing_a_first_hop_share_its_context(no_leaked_fds: None
     with trio.fail_after(WAIT):
         async with tm.open_group(targets) as group:
             assert group.direct_contexts() == 1
-            parents = await group.call(rh.getppid)
+            parents = await group.call(os.getppid)
             pids = await group.call(os.getpid)
     assert len({r.value for r in parents}) == 1
     assert len({r.value for r in pids}) == 5
