@@ -10,6 +10,7 @@ need_apt=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v sudo >/dev/null 2>&1 || need_apt+=(sudo)
+command -v doas >/dev/null 2>&1 || need_apt+=(doas)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing ${need_apt[*]} with apt-get" >&2
@@ -24,4 +25,8 @@ fi
 if "$PYTHON" -m pip show trio-typing >/dev/null 2>&1; then
     "$PYTHON" -m pip uninstall -y -q trio-typing
 fi
-"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,cli]'
+# editable_mode=strict: the default mode for this layout is an import hook that mypy does not
+# follow (a consumer would see no types); strict links the package's files under build/, which
+# mypy reads.  A new module file needs this script run again.
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,cli]' \
+    --config-settings editable_mode=strict

@@ -24,19 +24,16 @@ import pytest
 import trio
 
 import trimitogen as tm
+from trimitogen.testing import IN_CI as IN_CI
+from trimitogen.testing import skip_or_fail as skip_or_fail
 
 REPO = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# The context fixtures, and the real sshd and throwaway users (``sshd``, ``users``: tests/infra.py).
+pytest_plugins = ["trimitogen.testing", "tests.infra"]
 
 #: Bound for any single wait inside an async test.
 WAIT = 60.0
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip locally; under CI a missing real part is an error, not a skip."""
-    if IN_CI:
-        pytest.fail("CI=true but " + reason)
-    pytest.skip(reason)
 
 
 def _children_of(pid: int) -> list[int]:
@@ -172,8 +169,3 @@ def discover_interpreters() -> dict[str, str]:
             found["system-" + os.path.basename(os.path.realpath(system))] = system
     found.setdefault("master", sys.executable)
     return found
-
-
-# The real sshd and throwaway users (tests/infra.py), available to every test module.
-from tests.infra import sshd_fixture as sshd_fixture  # noqa: E402
-from tests.infra import users_fixture as users_fixture  # noqa: E402

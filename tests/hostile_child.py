@@ -37,6 +37,37 @@ class Evil:
         return (os.system, ("touch " + os.environ["HOSTILE_SENTINEL"],))
 
 
+class Persistent:
+    """Written as a persistent id (``pid``): how values beyond plain data travel."""
+
+    def __init__(self, pid: object) -> None:
+        self.pid = pid
+
+
+def dumps_persistent(obj: object) -> bytes:
+    import io
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            return obj.pid if isinstance(obj, Persistent) else None
+
+    out = io.BytesIO()
+    Pickler(out, protocol=5).dump(obj)
+    return out.getvalue()
+
+
+#: Persistent ids that try to make the master import a module of the child's choosing (the test
+#: puts a module named "smuggled" on the master's path that would create the sentinel) or load a
+#: global through a value's parts.
+SMUGGLERS = {
+    "smuggle-enum": ("enum", "smuggled", "Evil", "X"),
+    "smuggle-main": ("enum", "__main__", "Evil", "X"),
+    "smuggle-value": ("value", "smuggled.Evil", "smuggled", 1),
+    "smuggle-global": ("value", "smuggled.Evil", "smuggled", Evil()),
+    "smuggle-date": ("date", Evil(), 1, 1),
+}
+
+
 def main() -> None:
     mode = sys.argv[1]
     os.write(1, b"TMG0 %x\n" % sys.hexversion)
@@ -44,16 +75,16 @@ def main() -> None:
     config = pickle.loads(read_exact(int(read_exact(8), 16)))
     me = config["context_id"]
     parent = config["parent_id"]
-    send(parent, me, 1, 0, pickle.dumps((os.getpid(), sys.hexversion)))
+    send(parent, me, 1, 0, pickle.dumps((os.getpid(), sys.hexversion, b"")))
     if mode == "forge":
         # Below an intermediate: try to answer the master's requests to other contexts, to
         # impersonate the intermediate, and to claim the id of a context not started yet.
         for handle in range(1000, 1200):
             send(0, me, handle, 0, pickle.dumps((True, "forged")))
             send(0, parent, handle, 0, pickle.dumps((True, "forged as parent")))
-        send(0, me, 1, 0, pickle.dumps((4242, sys.hexversion)))
+        send(0, me, 1, 0, pickle.dumps((4242, sys.hexversion, b"")))
         for claimed in range(me + 1, me + 5):
-            send(0, me, 9, 0, pickle.dumps(claimed))
+            send(0, me, 9, 0, pickle.dumps((claimed,)))
         os.write(1, b"")
     first = True
     while True:
@@ -72,9 +103,9 @@ def main() -> None:
             send(0, me, reply_to, 0, pickle.dumps((True, "after evil log")))
         elif mode == "bad-requests":
             # Module requests no master should choke on, and a body that would allocate 1 GiB.
-            send(0, me, 5, 0, pickle.dumps("a." * 600 + "a"))
-            send(0, me, 5, 0, pickle.dumps("distutils"))
-            send(0, me, 5, 0, pickle.dumps(b"not a name"))
+            send(0, me, 5, 0, pickle.dumps(("a." * 600 + "a",)))
+            send(0, me, 5, 0, pickle.dumps(("distutils",)))
+            send(0, me, 5, 0, pickle.dumps((b"not a name",)))
             send(0, me, reply_to, 0, b"cbuiltins\nbytearray\nJ\x00\x00\x00@\x85R.")
         elif mode == "garbage-up":
             # Below an intermediate: malformed bodies for the handles it reads itself.
@@ -86,6 +117,8 @@ def main() -> None:
             send(0, me + 1000, reply_to, 0, pickle.dumps((True, "spoofed")))
             send(5, me, reply_to, 0, pickle.dumps((True, "misaddressed")))
             send(0, me, reply_to, 0, pickle.dumps((True, "genuine")))
+        elif mode in SMUGGLERS:
+            send(0, me, reply_to, 0, dumps_persistent((True, Persistent(SMUGGLERS[mode]))))
         elif mode == "not-a-reply":
             send(0, me, reply_to, 0, pickle.dumps(["not", "a", "reply"]))
         elif mode == "bad-magic":

@@ -135,3 +135,8 @@ def print_many(lines: int) -> None:
     line = "x" * 99
     for _ in range(lines):
         print(line)
+
+
+def read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()

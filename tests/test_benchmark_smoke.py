@@ -6,6 +6,7 @@ users and an sshd, and take longer (tests/test_methods.py covers those methods).
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,22 @@ def test_compare_quick_prints_trimitogen_rows() -> None:
     assert _numeric_rows(proc.stdout, "trimitogen", 7), output
     assert _numeric_rows(proc.stdout, "trimitogen, source only", 7), output
     assert "could not be measured" not in output, output
+
+
+def test_benchmarks_do_not_import_the_test_suite() -> None:
+    """benchmarks/ takes its users and sshd from trimitogen.testing, never from tests/."""
+    offenders = []
+    for path in sorted(SCRIPT.parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offenders += [
+                "%s:%d %s" % (path.name, node.lineno, name)
+                for name in names
+                if name == "tests" or name.startswith("tests.")
+            ]
+    assert offenders == []

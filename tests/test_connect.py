@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from trimitogen.core.connect import SUDO_PROMPT, ssh_dialog, su_dialog, sudo_dialog
+import trimitogen as tm
+from trimitogen.core.connect import SUDO_PROMPT, build_plan, ssh_dialog, su_dialog, sudo_dialog
 from trimitogen.core.errors import HostKeyError, PasswordError
 
 
@@ -55,3 +56,9 @@ def test_missing_password_and_host_keys() -> None:
         b"checking.\r\nHost key verification failed.\r\n"
     )
     assert "check_host_keys='accept'" in str(unknown.error)
+
+
+def test_ssh_compression_is_off_unless_asked_for() -> None:
+    # Measured in benchmarks/ssh_compression.py: -C made loopback transfers 4-10x slower.
+    assert "-C" not in build_plan(tm.ssh("web1").spec()).argv
+    assert "-C" in build_plan(tm.ssh("web1", compression=True).spec()).argv

@@ -121,3 +121,17 @@ async def test_a_dead_fork_server_is_replaced() -> None:
             except tm.Error:
                 await trio.sleep(0.05)
         assert new_server != server
+
+
+async def test_a_preload_that_fails_is_a_connect_error(ctx: tm.Context) -> None:
+    with trio.fail_after(WAIT):
+        for via in (None, ctx):
+            with pytest.raises(tm.ConnectError) as info:
+                async with tm.open_context(tm.fork(preload=["tmg_no_such_module"]), via=via):
+                    pytest.fail("the fork must not start")
+            message = str(info.value)
+            assert "phase: preload" in message
+            assert "tmg_no_such_module" in message
+            assert isinstance(info.value.__cause__, tm.CallError)
+        # The context asked to preload is still usable.
+        assert await ctx.call(len, "abc") == 3

@@ -13,7 +13,7 @@ import trio
 
 import trimitogen as tm
 from tests import remote_helpers as rh
-from tests.conftest import WAIT
+from tests.conftest import WAIT, MasterOnly
 
 HOSTILE = str(Path(__file__).with_name("hostile_child.py"))
 
@@ -147,3 +147,26 @@ async def test_intermediate_survives_garbage_from_below(no_leaked_fds: None) -> 
             async with tm.open_context(hostile, via=middle) as bad:
                 assert await bad.call(rh.echo, 1) == "still standing"
             assert await middle.call(rh.echo, "alive") == "alive"
+
+
+@pytest.mark.parametrize(
+    ("mode", "match"),
+    [
+        ("smuggle-enum", "'smuggled' is not imported here"),
+        ("smuggle-main", "no 'Evil'"),
+        ("smuggle-value", "'smuggled.Evil': it is not registered"),
+        ("smuggle-global", r"posix\.system.*allow-list"),
+        ("smuggle-date", r"posix\.system.*allow-list"),
+    ],
+)
+async def test_values_cannot_smuggle_an_import_or_a_global(
+    open_hostile: OpenHostile, sentinel: Path, master_only: MasterOnly, mode: str, match: str
+) -> None:
+    touch = "import os, pathlib\npathlib.Path(os.environ['HOSTILE_SENTINEL']).touch()\n"
+    master_only({"smuggled.py": touch})
+    async with open_hostile(mode) as ctx:
+        with pytest.raises(tm.StreamError, match=match):
+            await ctx.call(rh.echo, 1)
+        assert await ctx.call(rh.echo, 2) == "honest answer"
+    assert "smuggled" not in sys.modules
+    assert not sentinel.exists()

@@ -229,7 +229,7 @@ async def test_deny_and_allow_lists(genpkg_root: Path) -> None:
 
 async def test_compiled_code_only_for_matching_bytecode() -> None:
     from trimitogen._context import RESPONDER
-    from trimitogen._responder import ModulePolicy
+    from trimitogen.core.importer import ModulePolicy
 
     with_code, _ = RESPONDER.answer("tests.remote_helpers", ModulePolicy(), set(), True)
     source_only, _ = RESPONDER.answer("tests.remote_helpers", ModulePolicy(), set(), False)
@@ -282,3 +282,99 @@ async def test_namespace_packages(master_only: MasterOnly) -> None:
 
     async with tm.open_context(tm.local()) as ctx:
         assert await ctx.call(nspkg_tmg.sub.mod.value) == "from a namespace"
+
+
+async def test_a_probe_for_a_missing_module_answers_none(ctx: tm.Context) -> None:
+    # Code that checks for optional dependencies with find_spec() expects None, not an error.
+    probe = "__import__('importlib.util').util.find_spec('tmg_no_such_module') is None"
+    assert await ctx.call(eval, probe) is True
+    with pytest.raises(tm.CallError, match="master cannot find it"):
+        await ctx.call(__import__, "tmg_no_such_module")
+
+
+async def test_a_module_that_replaces_itself_in_sys_modules(master_only: MasterOnly) -> None:
+    # Importing replaced_tmg leaves another module under its name in the master's sys.modules;
+    # the child must still get replaced_tmg's own source, which does the same there.
+    master_only(
+        {
+            "replaced_tmg.py": """
+                import sys
+                import replacement_tmg
+                sys.modules[__name__] = replacement_tmg
+            """,
+            "replacement_tmg.py": """
+                def value():
+                    return "from the replacement"
+            """,
+            "uses_replaced_tmg.py": """
+                import replaced_tmg
+                def run():
+                    return (replaced_tmg.__name__, replaced_tmg.value())
+            """,
+        }
+    )
+    import uses_replaced_tmg  # type: ignore[import-not-found]
+
+    assert uses_replaced_tmg.run() == ("replacement_tmg", "from the replacement")
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local()) as ctx:
+            assert await ctx.call(uses_replaced_tmg.run) == (
+                "replacement_tmg",
+                "from the replacement",
+            )
+
+
+async def test_namespace_package_the_master_has_not_imported(master_only: MasterOnly) -> None:
+    # Two nested namespace packages: the inner one's path is computed from the outer *module*,
+    # which the master never imported.
+    master_only(
+        {
+            "outer_ns_tmg/inner/mod.py": "def value():\n    return 'nested namespaces'\n",
+            "ns_user_tmg.py": """
+                def run():
+                    import outer_ns_tmg.inner.mod
+                    return outer_ns_tmg.inner.mod.value()
+            """,
+        }
+    )
+    import ns_user_tmg  # type: ignore[import-not-found]
+
+    assert "outer_ns_tmg" not in sys.modules
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local()) as ctx:
+            assert await ctx.call(ns_user_tmg.run) == "nested namespaces"
+    assert "outer_ns_tmg" not in sys.modules
+
+
+def test_a_script_that_starts_work_at_import_gets_a_clear_error(tmp_path: Path) -> None:
+    # The child imports the script to find where(); without a __main__ guard, trio.run(main)
+    # runs there too, and the error must say so rather than show only what failed next.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import trio
+            import trimitogen as tm
+
+            def where():
+                return os.getpid()
+
+            async def main():
+                async with tm.open_context(tm.local()) as ctx:
+                    print(await ctx.call(where))
+
+            trio.run(main)
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=WAIT
+    )
+    assert result.returncode != 0
+    error = next(line for line in result.stderr.splitlines() if line.startswith("trimitogen."))
+    assert "CallError: builtins.ImportError" in error
+    assert "master's script %s" % script in error
+    assert "at line 13 (trio.run(main))" in error
+    assert 'if __name__ == "__main__":' in error

@@ -1,4 +1,4 @@
-"""The ssh/sudo/su test infrastructure (tests/infra.py) works with the real tools.
+"""The real test infrastructure of trimitogen.testing (users, sshd, ptys) works with the real tools.
 
 These also pin down what the real tools print, which the ssh, sudo and su methods must recognise:
 password prompts, host-key questions and the wrong-password messages.
@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import (
+from trimitogen.testing import (
     PtyResult,
     SshServer,
     Users,
+    provision_users,
     run_on_pty,
-    sshd_fixture,  # noqa: F401  (the "sshd" fixture)
-    users_fixture,  # noqa: F401  (the "users" fixture)
+    running_sshd,
+    skip_or_fail,
 )
 
 TIMEOUT = 30.0
@@ -56,6 +57,20 @@ def test_users_exist_with_bash_and_homes(users: Users) -> None:
     assert users.by_name("tmg-su") is users.su
 
 
+def test_a_second_holder_of_the_users_waits_then_names_the_first(users: Users) -> None:
+    second = provision_users(wait=0.3)
+    with pytest.raises(RuntimeError, match="still in use by process %d " % os.getpid()):
+        second.__enter__()
+    # The first holder's users are untouched: the same passwords still work.
+    result = on_pty(
+        ["su", "tmg-su", "-c", "id -un"],
+        [(b"Password: ", users.su.password.encode() + b"\n")],
+        user="tmg-target",
+    )
+    assert (result.returncode, result.transcript) == (0, b"Password: \r\ntmg-su\r\n"), result
+    assert users.sudoers_file.exists()
+
+
 def test_sudoers_drop_in_is_valid(users: Users) -> None:
     assert stat.S_IMODE(users.sudoers_file.stat().st_mode) == 0o440
     result = run(["visudo", "-cf", str(users.sudoers_file)])
@@ -79,6 +94,58 @@ def test_sshd_files(sshd: SshServer) -> None:
     assert wrong[1:] != sshd.host_public_key.split()
     assert "-F" in sshd.ssh_args()
     assert "BatchMode" not in " ".join(sshd.ssh_args())
+
+
+def test_sshd_fixture_is_the_plugins_one(sshd: SshServer, trimitogen_sshd: SshServer) -> None:
+    assert sshd is trimitogen_sshd
+    assert sshd.hosts == ("127.0.0.1",)
+
+
+def test_sshd_on_several_addresses(users: Users, no_leaked_fds: None) -> None:
+    hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    with running_sshd(users, hosts, max_startups=20, max_sessions=7) as server:
+        assert (server.host, server.hosts) == ("127.0.0.2", tuple(hosts))
+        config = (server.directory / "sshd_config").read_text().splitlines()
+        assert ["ListenAddress %s" % host for host in hosts] == [
+            line for line in config if line.startswith("ListenAddress ")
+        ]
+        assert "MaxStartups 20" in config
+        assert "MaxSessions 7" in config
+        assert server.known_hosts.read_text() == "".join(
+            "[%s]:%d %s\n" % (host, server.port, server.host_public_key) for host in hosts
+        )
+        for host in hosts:
+            options = ["-o", "StrictHostKeyChecking=yes"]
+            result = run(server.argv("id", "-un", host=host, options=options))
+            assert (result.returncode, result.stdout) == (0, "tmg-ssh\n"), result
+        assert len(server.pids) == 1
+        directory, pid = server.directory, server.pid
+    assert not directory.exists()
+    assert not os.path.exists("/proc/%d" % pid)
+
+
+def test_sshd_on_more_addresses_than_one_sshd_takes(users: Users) -> None:
+    hosts = ["127.0.0.%d" % i for i in range(2, 202)]  # 200 addresses: 13 sshd processes
+    with running_sshd(users, hosts) as server:
+        assert len(server.pids) == 13
+        assert server.pids[0] == server.pid
+        config = (server.directory / "sshd_config").read_text().splitlines()
+        assert "MaxStartups 400:30:800" in config
+        assert len(server.known_hosts.read_text().splitlines()) == 200
+        for host in (hosts[0], hosts[16], hosts[-1]):
+            result = run(server.argv("id", "-un", host=host, options=["-o", "BatchMode=yes"]))
+            assert (result.returncode, result.stdout) == (0, "tmg-ssh\n"), result
+        pids = server.pids
+    assert not any(os.path.exists("/proc/%d" % pid) for pid in pids)
+
+
+def test_skip_or_fail_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"^no widget$"):
+        skip_or_fail("no widget")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"^CI=true but no widget$"):
+        skip_or_fail("no widget")
 
 
 # ---- ssh

@@ -1,6 +1,6 @@
 """ssh, sudo and su with real tools, chains of contexts (via=), and faults across hops.
 
-The sshd on 127.0.0.1 and the throwaway users come from tests/infra.py.  Other users cannot run
+The sshd on 127.0.0.1 and the throwaway users come from trimitogen.testing.  Other users cannot run
 pyenv's interpreters (they live under root's home), so every context that runs as another user
 uses the system's /usr/bin/python3.
 """
@@ -250,6 +250,19 @@ async def test_leaving_a_block_ends_everything_below(no_leaked_fds: None) -> Non
         with pytest.raises(tm.ChannelError, match="shut down"):
             await low.call(rh.echo, 1)
         assert await top.call(rh.echo, "top lives") == "top lives"
+
+
+async def test_an_intermediate_reaps_its_children_before_it_exits(no_leaked_fds: None) -> None:
+    """Its children's streams are keep-alive sides: shutting the intermediate down waits until
+    each child is reaped and reported gone with its own exit status."""
+    async with bounded(tm.local(), name="top") as top, bounded(tm.local(), via=top) as low:
+        assert low.pid is not None
+        await top.shutdown()
+        reason = low.statistics().gone_reason
+        assert reason is not None
+        assert "its process" in reason, reason
+        assert "above it is gone" not in reason, reason
+        await wait_until_gone(low.pid)
 
 
 async def test_killing_an_intermediate_fails_calls_below(no_leaked_fds: None) -> None:

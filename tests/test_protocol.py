@@ -487,10 +487,9 @@ class RunsShell:
 NOT_PLAIN: dict[str, tuple[Any, type]] = {
     "object": (object(), object),
     "instance": (Point(1), Point),
-    "int enum": (Colour.RED, Colour),
     "ordered dict": (collections.OrderedDict(a=1), collections.OrderedDict),
     "default dict": (collections.defaultdict(list), collections.defaultdict),
-    "path": (pathlib.PurePosixPath("/etc"), pathlib.PurePosixPath),
+    "windows path": (pathlib.PureWindowsPath("c:/etc"), pathlib.PureWindowsPath),
     "builtin function": (len, type(len)),
     "function": (canonical, type(canonical)),
     "reduce to os.system": (RunsShell("true"), RunsShell),
@@ -503,8 +502,9 @@ NOT_PLAIN: dict[str, tuple[Any, type]] = {
     "the int class": (int, type),
     "the complex class": (complex, type),
     "nested in containers": ([1, {"key": (2, Point(3))}], Point),
-    "as a dict key": ({Colour.RED: 1}, Colour),
-    "in a frozenset": (frozenset({Colour.RED}), Colour),
+    "as a dict key": ({range(3): 1}, range),
+    "in a frozenset": (frozenset({range(3)}), range),
+    "next to a value": ([Colour.RED, range(3)], range),
 }
 
 

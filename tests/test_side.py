@@ -9,6 +9,7 @@ import re
 import select
 import socket
 import struct
+import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from typing import NoReturn
@@ -412,7 +413,7 @@ async def test_iter_read_waits_for_a_later_writer(
 async def test_iter_read_times_out(fds: OpenFds, autojump_clock: trio.testing.MockClock) -> None:
     r, _ = fds.pipe()
     with trio.fail_after(PATIENCE), pytest.raises(trimitogen.TimeoutError) as info:
-        await collect(r, deadline=trio.current_time() + 5)
+        await collect(r, deadline=time.time() + 5)
     assert isinstance(info.value, TimeoutError)
 
 
@@ -423,7 +424,7 @@ async def test_iter_read_deadline_in_the_past_still_yields_what_is_there(
     os.write(w, b"ready")
     received: list[bytes] = []
     with trio.fail_after(PATIENCE), pytest.raises(trimitogen.TimeoutError):
-        await collect(r, trio.current_time() - 1, into=received)
+        await collect(r, time.time() - 1, into=received)
     assert received == [b"ready"]
 
 
@@ -444,7 +445,7 @@ async def test_iter_read_deadline_is_absolute(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trickle)
             with pytest.raises(trimitogen.TimeoutError):
-                await collect(r, trio.current_time() + 3.5, into=received)
+                await collect(r, time.time() + 3.5, into=received)
             nursery.cancel_scope.cancel()
     assert received == [b".", b".", b"."]
 
@@ -482,7 +483,7 @@ async def test_write_all_to_a_socket(fds: OpenFds) -> None:
 async def test_write_all_times_out(fds: OpenFds, autojump_clock: trio.testing.MockClock) -> None:
     _, w = fds.pipe()
     with trio.fail_after(PATIENCE), pytest.raises(trimitogen.TimeoutError) as info:
-        await trimitogen.write_all(w, b"x" * (4 << 20), deadline=trio.current_time() + 5)
+        await trimitogen.write_all(w, b"x" * (4 << 20), deadline=time.time() + 5)
     assert isinstance(info.value, TimeoutError)
 
 
@@ -523,3 +524,15 @@ async def test_write_all_honours_cancellation(
     with trio.move_on_after(5) as scope:
         await trimitogen.write_all(w, b"x" * (4 << 20))
     assert scope.cancelled_caught
+
+
+async def test_deadlines_are_unix_timestamps_on_the_real_clock(fds: OpenFds) -> None:
+    # The contract's deadline is time.time() based: one a fraction of a second from now must
+    # end both a write into a full pipe and a read from a silent one, on Trio's real clock.
+    _, w = fds.pipe()
+    r, _ = fds.pipe()
+    with trio.fail_after(PATIENCE):
+        with pytest.raises(trimitogen.TimeoutError):
+            await trimitogen.write_all(w, b"x" * (4 << 20), deadline=time.time() + 0.3)
+        with pytest.raises(trimitogen.TimeoutError):
+            await collect(r, deadline=time.time() + 0.3)

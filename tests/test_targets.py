@@ -36,13 +36,13 @@ def test_ssh_then_sudo_chain() -> None:
             tm.ssh("h", username="u", python="/usr/bin/python3", check_host_keys="accept"),
         ),
         (
-            "ssh://h?identity_file=/k/id&ssh_path=/opt/ssh&ssh_args=-F%20/dev/null&compression=no",
+            "ssh://h?identity_file=/k/id&ssh_path=/opt/ssh&ssh_args=-F%20/dev/null&compression=yes",
             tm.ssh(
                 "h",
                 identity_file="/k/id",
                 ssh_path="/opt/ssh",
                 ssh_args=["-F", "/dev/null"],
-                compression=False,
+                compression=True,
             ),
         ),
         ("sudo://root", tm.sudo("root")),
@@ -69,7 +69,7 @@ def test_every_scheme_parses_and_round_trips(text: str, method: object) -> None:
         ("sudo://", "sudo://root"),
         ("su://", "su://root"),
         ("local://%s" % sys.executable, "local://"),
-        ("ssh://h?compression=true&check_host_keys=enforce", "ssh://h"),
+        ("ssh://h?compression=false&check_host_keys=enforce", "ssh://h"),
     ],
 )
 def test_shorthands_and_defaults_format_canonically(text: str, canonical: str) -> None:

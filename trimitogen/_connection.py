@@ -1,4 +1,5 @@
-"""The master's end of one child connection: the Trio tasks that pump its file descriptors."""
+"""The master's end of one child connection: the Trio tasks that pump its descriptors into a
+:class:`~trimitogen.core.link.Link`, the routes of every context behind it, and its shutdown."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any
 
 import trio
 
-from ._responder import ImportStats, ModulePolicy, ModuleResponder
-from .core.bootstrap import BootstrapParser
-from .core.connect import PromptDialog
+from ._responder import ImportStats, ModuleResponder
+from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
+from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
-from .core.parent import describe_status
+from .core.link import CONNECTING, READY, Grace, Link, connect_failure
+from .core.messages import DelRoute, GetModule, LoadModule, Log
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
@@ -23,125 +25,57 @@ from .core.protocol import (
     HANDLE_GET_MODULE,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
-    HANDLE_READY,
+    HANDLE_SHUTDOWN,
     MASTER_ID,
-    FrameDecoder,
     Message,
-    dumps_body,
 )
-from .core.side import IOV_MAX, Side
+from .core.routing import RouteTable
+from .core.side import CHUNK_SIZE, IOV_MAX, Side, written
 
 log = logging.getLogger("trimitogen")
-
-#: The reason given to calls made after a context was shut down on purpose.
-SHUT_DOWN = "it was shut down"
-
-#: Lines of stderr and pre-bootstrap output kept for error messages.
-TAIL_LINES = 20
 
 #: Distinct logger names one context's records may create under its logger; later names are
 #: logged on the context's own logger, with the name in the text.
 MAX_REMOTE_LOGGERS = 1000
 
-#: A line of stderr longer than this is logged in pieces.
-MAX_LINE = 64 * 1024
-
 #: Reads in a row without waiting before the reader yields to other tasks.
 _READS_PER_YIELD = 32
 
 
-class Route:
-    """One context as the master sees it: its name, the connection its messages travel on, and
-    whether it still exists.
-
-    A direct child's route travels on its own :class:`Connection`; a context opened ``via=``
-    another travels on the connection of the top-level context above it.
-    """
-
-    def __init__(
-        self, conn: Connection, context_id: int, name: str, parent: Route | None = None
-    ) -> None:
-        self.conn = conn
-        self.context_id = context_id
-        self.name = name
-        self.parent = parent
-        self.logger = logging.getLogger("trimitogen.ctx." + name)
-        self.dead_reason: str | None = None
-        self.shutting_down = False
-        self.gone = trio.Event()
-        self.pid: int | None = None
-        self.magic = b""
-        self.module_policy = ModulePolicy()
-        self.modules_sent: set[str] = set()
-        self.import_stats = ImportStats()
-        self.logger_names: set[str] = set()
-
-    def __repr__(self) -> str:
-        return "Route(%r, id=%d)" % (self.name, self.context_id)
-
-    def is_below(self, context_id: int) -> bool:
-        """True if the context ``context_id`` is an ancestor of this one."""
-        parent = self.parent
-        while parent is not None:
-            if parent.context_id == context_id:
-                return True
-            parent = parent.parent
-        return False
-
-    def mark_dead(self, reason: str) -> None:
-        if self.dead_reason is None:
-            if self.shutting_down and reason != SHUT_DOWN:
-                reason = "%s (%s)" % (SHUT_DOWN, reason)
-            self.dead_reason = reason
-            self.gone.set()
-
-    def channel_error(self) -> ChannelError:
-        return ChannelError("context %r is gone: %s" % (self.name, self.dead_reason))
-
-
-class Reply:
-    """Where the reader puts the answer to one request, waking the one task that waits for it.
-
-    Lighter than a :class:`trio.Event`: exactly one task waits, so the reader reschedules it
-    directly.
-    """
-
-    __slots__ = ("done", "error", "msg", "target", "task")
-
-    def __init__(self, target: int) -> None:
-        self.target = target  # the context expected to answer
-        self.msg: Message | None = None
-        self.error: BaseException | None = None
-        self.task: trio.lowlevel.Task | None = None
-        self.done = False
-
-    def set(self) -> None:
-        self.done = True
-        if self.task is not None:
-            task, self.task = self.task, None
-            trio.lowlevel.reschedule(task)
-
-    async def wait(self) -> None:
-        """Wait until :meth:`set`; cancellable (the answer, if it comes later, is dropped)."""
-        if self.done:
-            await trio.lowlevel.checkpoint()
-            return
-        self.task = trio.lowlevel.current_task()
-
-        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-            self.task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+async def spawn(spec: dict[str, Any], what: str, name: str, context_id: int) -> Connection:
+    """Start the process of a method ``spec`` (see :func:`~trimitogen.core.connect.build_plan`):
+    a socketpair on fds 0 and 1 (fd 1 only, with the pty on fd 0, for su), and a pty (for methods
+    that prompt) or a pipe on fd 2."""
+    plan = build_plan(spec)
+    fds = ChildFds(plan)
+    try:
+        process = await trio.lowlevel.open_process(plan.argv, **fds.options)
+    except OSError as exc:
+        fds.failed()
+        raise ConnectError(
+            connect_failure(what, name, "spawn", "%s: %s" % (plan.argv[0], exc), [])
+        ) from exc
+    except BaseException:
+        # Cancelled before the spawn began (Trio checks on its way into the spawn thread).
+        fds.failed()
+        raise
+    stream_fd, term_fd = fds.spawned()
+    conn = Connection(
+        name=name,
+        context_id=context_id,
+        process=process,
+        stream_fd=stream_fd,
+        stderr_fd=term_fd,
+        dialog=plan.dialog,
+    )
+    return conn
 
 
 class Connection:
-    """Pumps one child's streams: frames in, frames out, stderr, and the process's exit.
+    """Pumps one child's descriptors: frames in, frames out, stderr, and the process's exit.
 
-    ``rx`` and ``tx`` carry frames (they may be the same Side, for a socket).  ``stderr`` is the
-    child's stderr pipe until its runtime takes fd 2 over.  The connection never raises out of its
-    tasks: a failure becomes :attr:`dead_reason`, and every waiting request gets a
-    :class:`~trimitogen.ChannelError` that says what happened.
+    The connection never raises out of its tasks: a failure becomes :attr:`dead_reason`, and
+    every waiting request gets a :class:`~trimitogen.ChannelError` that says what happened.
     """
 
     def __init__(
@@ -150,54 +84,79 @@ class Connection:
         name: str,
         context_id: int,
         process: trio.Process | None,
-        rx: Side,
-        tx: Side,
-        stderr: Side | None,
+        stream_fd: int,
+        stderr_fd: int | None,
+        dialog: PromptDialog | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self.name = name
         self.context_id = context_id
         self.process = process
-        self.rx = rx
-        self.tx = tx
-        self.stderr = stderr
-        self.decoder = FrameDecoder(max_message_size)
-        self.bootstrap = BootstrapParser()
+        self.side = Side(self, stream_fd)
+        self.stderr = None if stderr_fd is None else Side(self, stderr_fd, keep_alive=False)
+        self.link = Link(context_id, dialog, max_message_size=max_message_size)
         self.route = Route(self, context_id, name)
         self.logger = self.route.logger
         #: Every context reachable through this connection; messages from others are dropped.
+        self.table = RouteTable(MASTER_ID)
+        self.table.add(context_id, self, MASTER_ID)
         self.routes = {context_id: self.route}
         self.pending: dict[int, Reply] = {}
         self._next_handle = FIRST_REPLY_HANDLE
         self._outq: collections.deque[list[Any]] = collections.deque()
         self._writer_lot = trio.lowlevel.ParkingLot()
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.stderr_closed = trio.Event()
-        self.stderr_partial = b""
         self.ready = trio.Event()
-        self.settled = trio.Event()  # set on READY or on death: the connect phase is over
+        self.settled = trio.Event()  # set on READY, on a start-up failure, or on death
         self.exited = trio.Event()
         self.reader_done = trio.Event()
         self.dead_reason: str | None = None
         self.shutting_down = False
         self.tx_broken = False
-        self.remote_hexversion: int | None = None
         self.responder: ModuleResponder | None = None
-        self.dialog: PromptDialog | None = None
-        self.connect_error: ConnectError | None = None
 
     def __repr__(self) -> str:
         return "Connection(%r)" % (self.name,)
 
-    # -- requests ----------------------------------------------------------------------------
+    def start(self, nursery: trio.Nursery) -> None:
+        """Start the tasks that pump this connection."""
+        nursery.start_soon(self.reader)
+        nursery.start_soon(self.writer)
+        if self.stderr is not None:
+            nursery.start_soon(self.stderr_reader)
+        if self.process is not None:
+            nursery.start_soon(self.waiter)
+
+    # -- routes and requests -----------------------------------------------------------------
+    def add_route(self, context_id: int, name: str, parent: Route) -> Route:
+        """A context the master asked ``parent`` to start; its messages may arrive from now on."""
+        route = Route(self, context_id, name, parent)
+        self.routes[context_id] = route
+        self.table.add(context_id, self, parent.context_id)
+        return route
+
     def new_reply(self, target: int) -> tuple[int, Reply]:
         handle = self._next_handle
         self._next_handle += 1
         reply = self.pending[handle] = Reply(target)
         return handle, reply
 
-    def channel_error(self) -> ChannelError:
-        return self.route.channel_error()
+    def statistics(self, route: Route) -> ContextStatistics:
+        queued = sum(len(part) for parts in self._outq for part in parts)
+        in_flight = sum(1 for reply in self.pending.values() if reply.target == route.context_id)
+        status = None
+        if route is self.route and self.process is not None:
+            status = self.process.returncode
+        return ContextStatistics(
+            calls_in_flight=in_flight,
+            messages_sent=route.messages_sent,
+            bytes_sent=route.bytes_sent,
+            messages_received=route.messages_received,
+            bytes_received=route.bytes_received,
+            queued_bytes=queued,
+            exit_status=status,
+            gone_reason=route.dead_reason,
+        )
 
     # -- writing -----------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -205,12 +164,16 @@ class Connection:
 
         Never blocks and never checkpoints, so a cancelled caller cannot leave half a frame.
         """
+        route = self.routes.get(msg.dst)
+        if route is not None:
+            route.messages_sent += 1
+            route.bytes_sent += len(msg.data)
         self.send_parts(msg.frame_parts())
 
     def send_parts(self, parts: list[Any]) -> None:
         """Queue raw buffers (a frame, or bootstrap bytes) like :meth:`send`."""
         if self.dead_reason is not None:
-            raise self.channel_error()
+            raise self.route.channel_error()
         if self.tx_broken:
             return  # the waiter will report how the child ended
         if not self._outq:
@@ -222,10 +185,9 @@ class Connection:
 
     def _write_some(self, parts: list[Any]) -> list[Any]:
         """Write what the fd takes now; return what is left (``[]`` when done)."""
-        parts = [part for part in parts if len(part)]
         while parts:
             try:
-                n = self.tx.writev(parts[:IOV_MAX])
+                n = self.side.writev(parts[:IOV_MAX])
             except BlockingIOError:
                 return parts
             except OSError as exc:
@@ -234,14 +196,7 @@ class Connection:
             if n is None:
                 self._write_failed("it disconnected while a message was being sent")
                 return []
-            while n:
-                first = parts[0]
-                if n >= len(first):
-                    n -= len(first)
-                    parts = parts[1:]
-                else:
-                    parts = [memoryview(first)[n:], *parts[1:]]
-                    n = 0
+            parts = written(parts, n)
         return parts
 
     def _write_failed(self, reason: str) -> None:
@@ -256,9 +211,9 @@ class Connection:
         while True:
             while not self._outq:
                 await self._writer_lot.park()
-            if self.tx.closed:
+            if self.side.closed:
                 return
-            await trio.lowlevel.wait_writable(self.tx.fileno())
+            await trio.lowlevel.wait_writable(self.side.fileno())
             if self._outq:
                 left = self._write_some(self._outq[0])
                 if left:
@@ -276,50 +231,68 @@ class Connection:
             return
         finally:
             self.reader_done.set()
+        self.link.stream_closed()
         # End of file: the process has probably exited; wait briefly so the reason can say how.
-        with trio.move_on_after(2.0):
+        with trio.move_on_after(Grace.EXIT_AFTER_EOF):
             await self.exited.wait()
-        self.disconnect(self._exit_description("its connection closed"))
+        self.disconnect(self._end_reason("its connection closed"))
 
     async def _read_until_eof(self) -> None:
-        fd = self.rx.fileno()
+        side = self.side
+        fd = side.fileno()
+        link = self.link
+        decoder = link.decoder
         reads = 0
+        drained = False
         while True:
-            view = self.decoder.body_view()
-            try:
-                if view is not None:
-                    n = self.rx.readinto(view)
-                    if not n:
-                        return
-                    self.decoder.body_filled(n)
-                else:
-                    data = self.rx.read()
-                    if not data:
-                        return
-                    if self.remote_hexversion is None and not self.ready.is_set():
-                        if not self.bootstrap.receive_data(data):
-                            continue
-                        self.remote_hexversion = self.bootstrap.hexversion
-                        data = self.bootstrap.remainder
-                    self.decoder.receive_data(data)
-            except BlockingIOError:
+            if drained:
+                # The last read took less than it asked for: the socket is empty, so wait
+                # instead of paying for a read that fails with EAGAIN.
                 reads = 0
                 await trio.lowlevel.wait_readable(fd)
+            view = decoder.body_view()
+            try:
+                if view is not None:
+                    n = side.readinto(view)
+                    if not n:
+                        return
+                    decoder.body_filled(n)
+                    drained = n < len(view)
+                else:
+                    data = side.read()
+                    if not data:
+                        return
+                    link.receive_stream(data)
+                    drained = len(data) < CHUNK_SIZE
+            except BlockingIOError:
+                drained = True
                 continue
-            for msg in self.decoder.messages():
+            for msg in link.messages() if link.state == CONNECTING else decoder.messages():
                 try:
                     self._dispatch(msg)
                 except Exception:
                     # One bad message (hostile, or a module the master cannot read) must not
                     # end the connection's reader; it is logged and dropped.
                     self.logger.exception("could not handle %r from context %d", msg, msg.src)
+            if not self.settled.is_set() and link.state != CONNECTING:
+                self._settle()
             reads += 1
             if reads >= _READS_PER_YIELD:
                 reads = 0
                 await trio.lowlevel.checkpoint()
 
+    def _settle(self) -> None:
+        """Start-up is decided: READY arrived, or the link failed."""
+        ready = self.link.ready
+        if self.link.state == READY and ready is not None:
+            self.route.pid = ready.pid
+            self.route.magic = ready.magic
+            self.ready.set()
+        self.settled.set()
+
     def _dispatch(self, msg: Message) -> None:
-        if msg.src not in self.routes or msg.dst != MASTER_ID:
+        route = self.routes.get(msg.src)
+        if route is None or msg.dst != MASTER_ID:
             self.logger.warning(
                 "dropped a message claiming to come from context %d for %d: the connection to %r "
                 "only carries messages from %s to the master",
@@ -329,10 +302,12 @@ class Connection:
                 sorted(self.routes),
             )
             return
+        route.messages_received += 1
+        route.bytes_received += len(msg.data)
         handle = msg.handle
         reply = self.pending.get(handle)
         if reply is not None:
-            if msg.src != reply.target and not self._may_bounce(msg, reply.target):
+            if not self.table.may_answer(msg.src, reply.target, msg.is_dead):
                 # Only the context that was asked may answer: a reply is not a way for another
                 # context on this connection to put words in its mouth.
                 self.logger.warning(
@@ -346,83 +321,58 @@ class Connection:
             reply.msg = msg
             reply.set()
         elif handle == HANDLE_LOG:
-            self._on_log(msg)
+            self._on_log(route, msg)
         elif handle == HANDLE_GET_MODULE:
-            self._on_get_module(msg)
+            self._on_get_module(route, msg)
         elif handle == HANDLE_DEL_ROUTE:
             self._on_del_route(msg)
         elif handle == HANDLE_ADD_ROUTE:
             pass  # the master learns routes from its own spawn requests
-        elif handle == HANDLE_READY and msg.src == self.context_id:
-            self._on_ready(msg)
         else:
             self.logger.debug("dropped %r: nothing waits on handle %d", msg, handle)
 
-    def _may_bounce(self, msg: Message, target: int) -> bool:
-        """An undeliverable-message notice may come from any context above the target."""
-        route = self.routes.get(target)
-        return msg.is_dead and route is not None and route.is_below(msg.src)
-
     def _on_del_route(self, msg: Message) -> None:
         try:
-            ids, reason = msg.unpickle()
-            ids = [int(i) for i in ids]
-            reason = str(reason)
-        except (StreamError, TypeError, ValueError) as exc:
-            self.logger.warning("malformed route removal: %s", exc)
+            removal = DelRoute.decode(msg.data)
+        except StreamError as exc:
+            self.logger.warning("dropped a malformed route removal from %d: %s", msg.src, exc)
             return
-        for context_id in ids:
+        for context_id in removal.ids:
             route = self.routes.get(context_id)
             # Only an ancestor of a context may report it gone.
-            if route is None or not route.is_below(msg.src):
-                continue
-            self.forget(route, reason)
+            if route is not None and self.table.may_report_gone(msg.src, context_id):
+                self.forget(route, removal.reason)
 
     def forget(self, route: Route, reason: str) -> None:
         """``route`` and everything below it are gone: fail the requests waiting on them."""
-        doomed = [r for r in self.routes.values() if r is route or r.is_below(route.context_id)]
+        ids = set(self.table.subtree(route.context_id))
+        self.table.forget(route.context_id)
+        doomed = [self.routes.pop(i) for i in sorted(ids) if i in self.routes]
         for dead in doomed:
-            self.routes.pop(dead.context_id, None)
             dead.mark_dead(
                 reason
                 if dead is route
                 else "the context %r above it is gone: %s" % (route.name, reason)
             )
-        ids = {dead.context_id for dead in doomed}
         for handle, reply in list(self.pending.items()):
             if reply.target in ids:
                 del self.pending[handle]
-                reply.error = self.routes_error(reply.target, doomed)
+                reply.error = self._routes_error(reply.target, doomed)
                 reply.set()
 
     @staticmethod
-    def routes_error(target: int, doomed: list[Route]) -> ChannelError:
+    def _routes_error(target: int, doomed: list[Route]) -> ChannelError:
         for route in doomed:
             if route.context_id == target:
                 return route.channel_error()
         return ChannelError("context %d is gone" % target)
 
-    def _on_ready(self, msg: Message) -> None:
+    def _on_get_module(self, route: Route, msg: Message) -> None:
         try:
-            pid, hexversion, *rest = msg.unpickle()
-            self.route.pid = int(pid)
-            self.remote_hexversion = int(hexversion)
-            self.route.magic = bytes(rest[0]) if rest else b""
-        except (StreamError, TypeError, ValueError) as exc:
-            self.logger.warning("malformed READY message: %s", exc)
+            name = GetModule.decode(msg.data).name
+        except StreamError as exc:
+            self.logger.warning("dropped a malformed module request from %d: %s", msg.src, exc)
             return
-        self.ready.set()
-        self.settled.set()
-
-    def _on_get_module(self, msg: Message) -> None:
-        try:
-            name = msg.unpickle()
-            if type(name) is not str:
-                raise TypeError("module name is a %s" % type(name).__name__)
-        except (StreamError, TypeError) as exc:
-            self.logger.warning("malformed module request: %s", exc)
-            return
-        route = self.routes[msg.src]
         if self.responder is None:
             records: list[Any] = [(name, False, "", False, b"", b"", "no module responder")]
             seconds = 0.0
@@ -433,7 +383,7 @@ class Connection:
                 route.modules_sent,
                 with_code=route.magic == importlib.util.MAGIC_NUMBER,
             )
-        body = dumps_body(records)
+        body = LoadModule.pack(records)
         stats = route.import_stats
         route.import_stats = ImportStats(
             requests=stats.requests + 1,
@@ -447,16 +397,14 @@ class Connection:
         except ChannelError:
             pass
 
-    def _on_log(self, msg: Message) -> None:
+    def _on_log(self, route: Route, msg: Message) -> None:
         try:
-            kind, name, levelno, text = msg.unpickle()
-            if not all(type(v) is str for v in (kind, name, text)) or type(levelno) is not int:
-                raise TypeError("fields of the wrong types")
-        except (StreamError, TypeError, ValueError) as exc:
-            self.logger.warning("malformed log message: %s", exc)
+            record = Log.decode(msg.data)
+        except StreamError as exc:
+            self.logger.warning("dropped a malformed log message from %d: %s", msg.src, exc)
             return
-        route = self.routes[msg.src]
-        child_name = name if kind == "log" else kind
+        child_name = record.name if record.kind == "log" else record.kind
+        text = record.text
         if child_name == "root":
             target = route.logger
         elif child_name in route.logger_names or len(route.logger_names) < MAX_REMOTE_LOGGERS:
@@ -465,12 +413,13 @@ class Connection:
             target = route.logger.getChild(child_name)
         else:
             target, text = route.logger, "[%s] %s" % (child_name, text)
-        target.log(levelno, "%s", text)
+        target.log(record.levelno, "%s", text)
 
     async def stderr_reader(self) -> None:
-        """Log the child's stderr until its runtime redirects fd 2, keeping the last lines."""
+        """Log the child's stderr (its terminal, for methods that prompt) and answer prompts."""
         assert self.stderr is not None
         fd = self.stderr.fileno()
+        logger = self.logger.getChild("stderr")
         try:
             while True:
                 try:
@@ -480,57 +429,35 @@ class Connection:
                     continue
                 if not data:
                     break
-                # Lines first, so a failure found in this chunk can show it.
-                lines = (self.stderr_partial + data).split(b"\n")
-                self.stderr_partial = lines.pop()
-                if len(self.stderr_partial) > MAX_LINE:
-                    lines.append(self.stderr_partial)
-                    self.stderr_partial = b""
-                for line in lines:
-                    self._stderr_line(line)
-                if self.dialog is not None and not self.ready.is_set():
-                    self._converse(data)
-            if self.stderr_partial:
-                self._stderr_line(self.stderr_partial)
-                self.stderr_partial = b""
+                lines, answer = self.link.receive_output(data)
+                for text in lines:
+                    logger.info("%s", text)
+                if answer:
+                    try:
+                        os.write(fd, answer)
+                    except OSError as exc:
+                        self.logger.debug("could not answer a prompt: %s", exc)
+                if self.link.failure is not None:
+                    self.settled.set()
+            for text in self.link.output_closed():
+                logger.info("%s", text)
         finally:
             self.stderr_closed.set()
-
-    def _converse(self, data: bytes) -> None:
-        """Answer a start-up prompt, or record why start-up failed."""
-        assert self.dialog is not None
-        assert self.stderr is not None
-        answer = self.dialog.receive_data(data)
-        if answer:
-            try:
-                os.write(self.stderr.fileno(), answer)
-            except OSError as exc:
-                self.logger.debug("could not answer a prompt: %s", exc)
-        if self.dialog.error is not None and self.connect_error is None:
-            self.connect_error = self.dialog.error
-            self.settled.set()
-
-    def _stderr_line(self, line: bytes) -> None:
-        text = line.rstrip(b"\r").decode("utf-8", "replace")
-        if self.dialog is not None:
-            text = self.dialog.redact(text)
-        self.stderr_tail.append(text)
-        self.logger.getChild("stderr").info("%s", text)
 
     # -- the process -------------------------------------------------------------------------
     async def waiter(self) -> None:
         assert self.process is not None
-        await self.process.wait()
+        self.link.process_exited(await self.process.wait())
         self.exited.set()
         # Let the reader deliver what the child wrote before it exited.
-        with trio.move_on_after(1.0):
+        with trio.move_on_after(Grace.OUTPUT_AFTER_EXIT):
             await self.reader_done.wait()
-        self.disconnect(self._exit_description("it ended"))
+        self.disconnect(self._end_reason("it ended"))
 
-    def _exit_description(self, fallback: str) -> str:
+    def _end_reason(self, fallback: str) -> str:
         if self.process is not None and self.process.returncode is not None:
-            return "its process %s" % describe_status(self.process.returncode)
-        return fallback
+            self.link.process_exited(self.process.returncode)
+        return self.link.end_reason(fallback)
 
     def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -559,14 +486,55 @@ class Connection:
             reply.set()
 
     def close_fds(self) -> None:
-        for side in (self.rx, self.tx, self.stderr):
+        for side in (self.side, self.stderr):
             if side is not None:
                 side.close()
 
-    def output_tail(self) -> list[str]:
-        """The last lines the child printed (pre-bootstrap output and stderr), for errors."""
-        lines = self.bootstrap.output_lines()[-TAIL_LINES:] + list(self.stderr_tail)
-        if self.stderr_partial.strip():
-            partial = self.stderr_partial.decode("utf-8", "replace").strip()
-            lines.append(self.dialog.redact(partial) if self.dialog is not None else partial)
-        return lines[-TAIL_LINES:]
+    # -- start-up and shutdown ---------------------------------------------------------------
+    async def wait_ready(self, what: str, connect_timeout: float) -> None:
+        """Wait for READY; on a start-up failure stop the child and raise its ConnectError."""
+        with trio.move_on_after(connect_timeout):
+            await self.settled.wait()
+        if self.ready.is_set():
+            return
+        link = self.link
+        if link.failure is None and self.stderr is not None:
+            # The process may have ended before its last words (a refused password) were read.
+            with trio.move_on_after(Grace.LAST_WORDS):
+                await self.stderr_closed.wait()
+        if link.failure is None:
+            if self.dead_reason is not None:
+                link.gone(self.dead_reason)
+            else:
+                link.timed_out(connect_timeout)
+        failure = link.failure
+        assert failure is not None
+        await self.stop()
+        with trio.move_on_after(Grace.LAST_WORDS):
+            await self.stderr_closed.wait()
+        raise failure.error_class(
+            connect_failure(what, self.name, failure.phase, failure.reason, link.output_tail())
+        )
+
+    async def stop(self) -> None:
+        """Ask the child to exit, then escalate to SIGTERM and SIGKILL; always reaps it."""
+        self.shutting_down = True
+        if self.ready.is_set() and self.dead_reason is None:
+            try:
+                self.send(Message(self.context_id, MASTER_ID, HANDLE_SHUTDOWN, 0, b""))
+            except ChannelError:
+                pass
+            with trio.move_on_after(Grace.EXIT):
+                await self.exited.wait()
+        process = self.process
+        if process is not None:
+            if process.returncode is None:
+                self.logger.debug("sending SIGTERM to pid %d", process.pid)
+                process.terminate()
+                with trio.move_on_after(Grace.EXIT):
+                    await process.wait()
+            if process.returncode is None:
+                self.logger.warning("pid %d ignored SIGTERM: sending SIGKILL", process.pid)
+                process.kill()
+                await process.wait()
+        self.disconnect(SHUT_DOWN)

@@ -9,24 +9,21 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 import trio
 
-from ._connection import SHUT_DOWN, Connection, Route
+from ._connection import spawn
 from ._funcref import function_reference
-from ._methods import local
+from ._methods import Method, local
 from ._payload import config_payload, runtime_payload
-from ._responder import ImportStats, ModulePolicy, ModuleResponder, module_names
-from .core import child as child_runtime
-from .core.errors import (
-    CallError,
-    ChannelError,
-    ConnectError,
-    HostKeyError,
-    PasswordError,
-    StreamError,
-)
+from ._responder import ImportStats, ModuleResponder, module_names
+from ._route import SHUT_DOWN, ContextStatistics, Route
+from .core import calls
+from .core.errors import CallError, ChannelError, ConnectError, StreamError
+from .core.importer import ModulePolicy
+from .core.link import ERROR_CLASSES, Grace, connect_failure
+from .core.messages import Call, Kill, ReplyOk, Spawn, SpawnOk, decode_reply, decode_spawn_answer
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HANDLE_CALL,
@@ -35,15 +32,10 @@ from .core.protocol import (
     HANDLE_SPAWN,
     MASTER_ID,
     Message,
-    dumps_body,
 )
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: Seconds a child gets to exit after being asked to, before SIGTERM; then as long again before
-#: SIGKILL.
-SHUTDOWN_GRACE = 3.0
 
 _context_ids = itertools.count(1)
 
@@ -57,19 +49,6 @@ NEVER_ASK = tuple(sorted(sys.stdlib_module_names | {"org", "java", "_jython", "_
 
 #: Serves modules to every context of this process.
 RESPONDER = ModuleResponder()
-
-
-class Method(Protocol):
-    """What :func:`open_context` needs from a connection method such as :func:`local`."""
-
-    @property
-    def kind(self) -> str: ...
-
-    def describe(self) -> str: ...
-
-    def spec(self) -> dict[str, Any]: ...
-
-    async def start(self, name: str, context_id: int) -> Connection: ...
 
 
 class Context:
@@ -111,6 +90,10 @@ class Context:
         """The child's process id, as the child reported it."""
         return self._route.pid
 
+    def statistics(self) -> ContextStatistics:
+        """Calls in flight, messages and bytes each way, bytes queued, and the exit status."""
+        return self._conn.statistics(self._route)
+
     def _request(self, fn: Callable[..., Any], args: Any, kwargs: Any, reply_to: int) -> Message:
         try:
             module, qualname = _references[fn]
@@ -120,7 +103,7 @@ class Context:
                 _references.clear()
             _references[fn] = (module, qualname)
         try:
-            data = dumps_body((module, qualname, args, kwargs))
+            data = Call.pack(module, qualname, args, kwargs)
         except TypeError as exc:
             raise TypeError("arguments of %s.%s: %s" % (module, qualname, exc)) from None
         if len(data) > DEFAULT_MAX_MESSAGE_SIZE:
@@ -171,19 +154,12 @@ class Context:
         if msg.is_dead:
             raise ChannelError("%s: %s" % (what, bytes(msg.data).decode("utf-8", "replace")))
         try:
-            reply = msg.unpickle()
+            reply = decode_reply(msg.data)
         except StreamError as exc:
             raise StreamError("%s was refused: %s" % (what, exc)) from None
-        if type(reply) is tuple and len(reply) == 2 and reply[0] is True:
-            return reply[1]
-        if (
-            type(reply) is tuple
-            and len(reply) == 4
-            and reply[0] is False
-            and all(type(part) is str for part in reply[1:])
-        ):
-            raise CallError(reply[1], reply[2], reply[3])
-        raise StreamError("%s is not a reply: %r" % (what, type(reply)))
+        if type(reply) is ReplyOk:
+            return reply.value
+        raise CallError(reply.type_name, reply.message, reply.traceback)
 
     async def call_no_reply(
         self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
@@ -202,7 +178,7 @@ class Context:
         """
         with trio.CancelScope(shield=True):
             if self._route is self._conn.route:
-                await _stop(self._conn)
+                await self._conn.stop()
             else:
                 await _stop_via(self._route)
 
@@ -211,76 +187,23 @@ async def _stop_via(route: Route) -> None:
     """Ask a context below an intermediate to exit, then have the intermediate kill it."""
     route.shutting_down = True
     conn = route.conn
-    for handle, dst, body in (
+    for handle, dst, data in (
         (HANDLE_SHUTDOWN, route.context_id, b""),
-        (HANDLE_KILL, route.parent.context_id if route.parent else MASTER_ID, None),
+        (
+            HANDLE_KILL,
+            route.parent.context_id if route.parent else MASTER_ID,
+            Kill.pack(route.context_id),
+        ),
     ):
         if route.dead_reason is not None:
             break
         try:
-            data = dumps_body(route.context_id) if body is None else body
             conn.send(Message(dst, MASTER_ID, handle, 0, data))
         except ChannelError:
             break
-        with trio.move_on_after(SHUTDOWN_GRACE):
+        with trio.move_on_after(Grace.EXIT):
             await route.gone.wait()
     conn.forget(route, SHUT_DOWN)
-
-
-async def _stop(conn: Connection) -> None:
-    """Ask the child to exit, then escalate to SIGTERM and SIGKILL; always reaps it."""
-    conn.shutting_down = True
-    if conn.ready.is_set() and conn.dead_reason is None:
-        try:
-            conn.send(Message(conn.context_id, MASTER_ID, HANDLE_SHUTDOWN, 0, b""))
-        except ChannelError:
-            pass
-        with trio.move_on_after(SHUTDOWN_GRACE):
-            await conn.exited.wait()
-    process = conn.process
-    if process is not None:
-        if process.returncode is None:
-            conn.logger.debug("sending SIGTERM to pid %d", process.pid)
-            process.terminate()
-            with trio.move_on_after(SHUTDOWN_GRACE):
-                await process.wait()
-        if process.returncode is None:
-            conn.logger.warning("pid %d ignored SIGTERM: sending SIGKILL", process.pid)
-            process.kill()
-            await process.wait()
-    conn.disconnect(SHUT_DOWN)
-
-
-async def _await_ready(conn: Connection, method: Method, connect_timeout: float) -> None:
-    with trio.move_on_after(connect_timeout):
-        await conn.settled.wait()
-    if conn.ready.is_set():
-        return
-    if conn.connect_error is None and conn.stderr is not None:
-        # The process may have ended before its last words (a refused password) were read.
-        with trio.move_on_after(0.5):
-            await conn.stderr_closed.wait()
-    error_class: type[ConnectError] = ConnectError
-    started = conn.remote_hexversion is not None
-    if conn.connect_error is not None:
-        error_class = type(conn.connect_error)
-        phase = {PasswordError: "authentication", HostKeyError: "host key"}.get(
-            error_class, "connect"
-        )
-        why = str(conn.connect_error)
-    elif conn.dead_reason is not None:
-        phase = "bootstrap" if started else "spawn"
-        why = conn.dead_reason
-    elif not started:
-        phase = "authentication" if conn.dialog and conn.dialog.passwords_sent else "spawn"
-        why = "the interpreter did not start the bootstrap within %gs" % connect_timeout
-    else:
-        phase = "bootstrap"
-        why = "the bootstrap did not complete within %gs" % connect_timeout
-    await _stop(conn)
-    with trio.move_on_after(0.5):
-        await conn.stderr_closed.wait()
-    raise error_class(connect_failure(method.describe(), conn.name, phase, why, conn.output_tail()))
 
 
 @asynccontextmanager
@@ -314,35 +237,41 @@ async def open_context(
             via = await _fork_server()
         preload = list(getattr(method, "preload", ()))
         if preload:
-            await via.call(child_runtime.preload, preload)
+            try:
+                await via.call(calls.preload, preload)
+            except CallError as exc:  # a start-up failure, as the docs promise
+                raise ConnectError(
+                    connect_failure(
+                        "fork (started by %r)" % via.name,
+                        name,
+                        "preload",
+                        "importing %s there failed: %s" % (", ".join(preload), exc.message),
+                        [],
+                    )
+                ) from exc
     if via is not None:
         async with _open_via(method, via, context_id, name, connect_timeout, policy) as context:
             yield context
         return
-    conn = await method.start(name, context_id)
+    conn = await spawn(method.spec(), method.describe(), name, context_id)
     conn.responder = RESPONDER
     conn.route.module_policy = policy
     error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.reader)
-            nursery.start_soon(conn.writer)
-            if conn.stderr is not None:
-                nursery.start_soon(conn.stderr_reader)
-            if conn.process is not None:
-                nursery.start_soon(conn.waiter)
+            conn.start(nursery)
             try:
                 config = _child_config(conn.route, MASTER_ID)
                 payload = runtime_payload(compiled=_runs_this_interpreter(method))
                 conn.send_parts([payload, config_payload(config)])
-                await _await_ready(conn, method, connect_timeout)
+                await conn.wait_ready(method.describe(), connect_timeout)
                 yield Context(conn.route, None)
             except BaseException as exc:
                 # Kept to re-raise outside the nursery, so it is never wrapped in a group.
                 error = exc
             finally:
                 with trio.CancelScope(shield=True):
-                    await _stop(conn)
+                    await conn.stop()
                 nursery.cancel_scope.cancel()
     finally:
         conn.close_fds()
@@ -364,18 +293,6 @@ def _runs_this_interpreter(method: Method) -> bool:
     return os.path.realpath(python[0]) == os.path.realpath(sys.executable)
 
 
-def connect_failure(what: str, name: str, phase: str, reason: str, lines: list[str]) -> str:
-    """The one format of every start-up failure: who, which phase, why, and the last output."""
-    shown = "\n".join("    " + line for line in lines) if lines else "    (it printed nothing)"
-    return "%s: could not start context %r (phase: %s): %s; last output:\n%s" % (
-        what,
-        name,
-        phase,
-        reason,
-        shown,
-    )
-
-
 def _child_config(route: Route, parent_id: int) -> dict[str, Any]:
     """The settings a new child's runtime starts with."""
     return {
@@ -387,13 +304,6 @@ def _child_config(route: Route, parent_id: int) -> dict[str, Any]:
         "never_ask": NEVER_ASK,
         "master_magic": importlib.util.MAGIC_NUMBER,
     }
-
-
-_CONNECT_ERRORS: dict[str, type[ConnectError]] = {
-    "password": PasswordError,
-    "hostkey": HostKeyError,
-    "connect": ConnectError,
-}
 
 
 @asynccontextmanager
@@ -418,27 +328,26 @@ async def _open_via(
             )
         )
     conn = parent.conn
-    route = Route(conn, context_id, name, parent)
+    route = conn.add_route(context_id, name, parent)
     route.module_policy = policy
-    request = {
-        "spec": method.spec(),
-        "context_id": context_id,
-        "name": name,
-        "payload": b"" if method.kind == "fork" else runtime_payload(),
-        "config_payload": config_payload(_child_config(route, parent.context_id)),
-        "connect_timeout": connect_timeout,
-        "deny": list(policy.deny),
-        "allow": None if policy.allow is None else list(policy.allow),
-    }
-    conn.routes[context_id] = route
+    request = Spawn(
+        method.spec(),
+        context_id,
+        name,
+        b"" if method.kind == "fork" else runtime_payload(),
+        _child_config(route, parent.context_id),
+        connect_timeout,
+        list(policy.deny),
+        None if policy.allow is None else list(policy.allow),
+    )
     handle, reply = conn.new_reply(parent.context_id)
     what = "%s (started by %r)" % (method.describe(), parent.name)
     error: BaseException | None = None
     started = False
     try:
-        conn.send(Message(parent.context_id, MASTER_ID, HANDLE_SPAWN, handle, dumps_body(request)))
+        conn.send(Message(parent.context_id, MASTER_ID, HANDLE_SPAWN, handle, request.encode()))
         # The intermediate enforces connect_timeout itself; the margin covers the round trip.
-        with trio.move_on_after(connect_timeout + SHUTDOWN_GRACE):
+        with trio.move_on_after(connect_timeout + Grace.EXIT):
             await reply.wait()
         if reply.error is not None:
             raise ConnectError(
@@ -447,7 +356,7 @@ async def _open_via(
         if reply.msg is None:
             raise ConnectError(
                 "%s: could not start context %r: %r did not answer within %gs"
-                % (what, name, parent.name, connect_timeout + SHUTDOWN_GRACE)
+                % (what, name, parent.name, connect_timeout + Grace.EXIT)
             )
         if reply.msg.is_dead:
             raise ConnectError(
@@ -456,22 +365,17 @@ async def _open_via(
                 )
             )
         try:
-            answer = reply.msg.unpickle()
-            if answer[0] is not True:
-                _ok, kind, phase, reason, lines = answer
-                failure = _CONNECT_ERRORS.get(kind, ConnectError)(
-                    connect_failure(what, name, str(phase), str(reason), [str(x) for x in lines])
-                )
-            else:
-                failure = None
-                route.pid = int(answer[1])
-                route.magic = bytes(answer[3])
-        except (StreamError, TypeError, ValueError, IndexError) as exc:
+            answer = decode_spawn_answer(reply.msg.data)
+        except StreamError as exc:
             raise ConnectError(
-                connect_failure(what, name, "spawn", "malformed answer: %r" % (exc,), [])
+                connect_failure(what, name, "spawn", "malformed answer: %s" % (exc,), [])
             ) from None
-        if failure is not None:
-            raise failure
+        if type(answer) is not SpawnOk:
+            raise ERROR_CLASSES.get(answer.kind, ConnectError)(
+                connect_failure(what, name, answer.phase, answer.reason, list(answer.lines))
+            )
+        route.pid = answer.pid
+        route.magic = answer.magic
         started = True
         yield Context(route, via)
     except BaseException as exc:
@@ -486,9 +390,7 @@ async def _open_via(
                 # No answer: the intermediate may still be starting it.  Make sure it stops.
                 try:
                     conn.send(
-                        Message(
-                            parent.context_id, MASTER_ID, HANDLE_KILL, 0, dumps_body(context_id)
-                        )
+                        Message(parent.context_id, MASTER_ID, HANDLE_KILL, 0, Kill.pack(context_id))
                     )
                 except ChannelError:
                     pass

@@ -8,12 +8,34 @@ from typing import Any
 
 from .core.importer import MAIN_ALIAS
 
+#: Longest description of a user's object that goes into an error message or a log line.
+DESCRIPTION_LIMIT = 80
+
+
+def describe_object(obj: Any) -> str:
+    """A short description of ``obj`` for messages: its kind and name, never its ``repr()``.
+
+    A repr can hold anything (``os.environ.get`` shows the whole environment, tokens and
+    all), so only type and qualified names are used, truncated to :data:`DESCRIPTION_LIMIT`.
+    """
+    kind = type(obj).__name__
+    name = getattr(obj, "__qualname__", None)
+    text = "%s %s" % (kind, name) if isinstance(name, str) else "%s object" % kind
+    owner = getattr(obj, "__self__", None)
+    if isinstance(obj, (types.MethodType, types.BuiltinMethodType)) and not isinstance(
+        owner, (type, types.ModuleType, type(None))
+    ):
+        text += " of a %s object" % type(owner).__qualname__
+    if len(text) > DESCRIPTION_LIMIT:
+        text = text[: DESCRIPTION_LIMIT - 3] + "..."
+    return text
+
 
 def _refuse(fn: Any, why: str) -> TypeError:
     return TypeError(
-        "cannot call %r in another context: %s; pass a module-level function, a builtin, a "
+        "cannot call %s in another context: %s; pass a module-level function, a builtin, a "
         "static or class method of a module-level class, or a method its module exports under "
-        "its own name (such as random.randint)" % (fn, why)
+        "its own name (such as random.randint)" % (describe_object(fn), why)
     )
 
 

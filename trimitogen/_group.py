@@ -18,7 +18,8 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import trio
 
-from ._context import Context, Method, open_context
+from ._context import Context, open_context
+from ._methods import Method
 from ._targets import Target, as_target
 from .core.errors import Error
 

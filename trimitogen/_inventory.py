@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._context import Method
-from ._methods import local, ssh, su, sudo
+from ._methods import Method, local, ssh, su, sudo
 from ._targets import Target, parse_target
 
 _RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::([0-9]+))?\]")

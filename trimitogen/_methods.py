@@ -3,21 +3,18 @@
 Each method object is immutable and small.  :meth:`spec` renders it as a plain dict, which
 :func:`trimitogen.core.connect.build_plan` turns into an argv and a prompt dialog, in the master
 for a direct child or in an intermediate context for ``via=``.
+
+Nothing here needs Trio or the master: code in a child context imports this module too
+(``import trimitogen`` there) and builds methods as data.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
-
-import trio
-
-from ._connection import Connection
-from .core.connect import ChildFds, build_plan
-from .core.errors import ConnectError
-from .core.side import Side
+from typing import Any, Literal, Protocol
 
 HostKeyPolicy = Literal["enforce", "accept", "ignore"]
 
@@ -35,8 +32,22 @@ def _python_argv(python: str | Sequence[str] | None, default: str | None) -> tup
     return argv
 
 
+class Method(Protocol):
+    """What :func:`~trimitogen.open_context` needs of a connection method: a ``kind`` (such as
+    ``"ssh"``), a description for messages, and the spec -- a plain dict that
+    :func:`trimitogen.core.connect.build_plan` turns into an argv, in the master or in an
+    intermediate.  Methods are data: the driver does the spawning."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def spec(self) -> dict[str, Any]: ...
+
+
 class _Method:
-    """Shared behaviour: spawning from a spec, with a pty when the method may prompt."""
+    """Shared behaviour of the built-in methods: the spec is the dataclass's fields."""
 
     kind = ""
 
@@ -48,43 +59,14 @@ class _Method:
     def describe(self) -> str:
         raise NotImplementedError
 
-    async def start(self, name: str, context_id: int) -> Connection:
-        """Spawn the process: a socketpair on fds 0 and 1 (fd 1 only, with the pty on fd 0, for
-        su), and a pty (for methods that prompt) or a pipe on fd 2."""
-        plan = build_plan(self.spec())
-        fds = ChildFds(plan)
-        try:
-            process = await trio.lowlevel.open_process(plan.argv, **fds.options)
-        except OSError as exc:
-            fds.failed()
-            raise ConnectError(
-                "%s: could not start context %r (phase: spawn): %s: %s"
-                % (self.describe(), name, plan.argv[0], exc)
-            ) from exc
-        except BaseException:
-            # Cancelled before the spawn began (Trio checks on its way into the spawn thread).
-            fds.failed()
-            raise
-        stream_fd, term_fd = fds.spawned()
-        side = Side(None, stream_fd)
-        conn = Connection(
-            name=name,
-            context_id=context_id,
-            process=process,
-            rx=side,
-            tx=side,
-            stderr=Side(None, term_fd),
-        )
-        conn.dialog = plan.dialog
-        side.stream = conn
-        return conn
-
 
 @dataclass(frozen=True)
 class Local(_Method):
     """A new local interpreter.  Made by :func:`local`."""
 
     python: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
 
     kind = "local"
 
@@ -166,18 +148,44 @@ class Fork(_Method):
     def describe(self) -> str:
         return "fork"
 
-    async def start(self, name: str, context_id: int) -> Connection:
-        raise TypeError("fork() contexts are made by a parent context: see open_context")
 
-
-def local(*, python: str | Sequence[str] | None = None) -> Local:
+def local(
+    *,
+    python: str | Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Local:
     """A method that starts a new local Python interpreter.
 
     ``python`` is the interpreter's path or a whole argv prefix such as
     ``["/usr/bin/python3", "-I", "-S"]``; by default the master's own ``sys.executable``.
-    Any CPython 3.8 or newer works: nothing needs to be installed for it.
+    Any CPython 3.8 or newer works: nothing needs to be installed for it.  ``env`` adds (or
+    replaces) environment variables of the new process, and ``cwd`` is the directory it starts
+    in; both apply before the interpreter starts (via ``via=``, on the intermediate's machine).
     """
-    return Local(_python_argv(python, sys.executable))
+    return Local(_python_argv(python, sys.executable), env_pairs(env), _directory(cwd))
+
+
+def env_pairs(env: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """``env`` as sorted (name, value) pairs, checked: a method object stays hashable data."""
+    if env is None:
+        return ()
+    pairs = tuple(sorted(env.items()))
+    for key, value in pairs:
+        if not (isinstance(key, str) and key and "=" not in key and "\0" not in key):
+            raise ValueError("environment variable names must be non-empty, without '=': %r" % key)
+        if not isinstance(value, str) or "\0" in value:
+            raise ValueError("the value of environment variable %s must be a str" % key)
+    return pairs
+
+
+def _directory(cwd: str | os.PathLike[str] | None) -> str | None:
+    if cwd is None:
+        return None
+    path = os.fspath(cwd)
+    if not isinstance(path, str) or not path:
+        raise ValueError("cwd must be a non-empty path, got %r" % (cwd,))
+    return path
 
 
 def ssh(
@@ -191,7 +199,7 @@ def ssh(
     ssh_path: str = "ssh",
     ssh_args: Sequence[str] = (),
     python: str | Sequence[str] = "python3",
-    compression: bool = True,
+    compression: bool = False,
 ) -> Ssh:
     """A method that starts an interpreter on ``hostname`` with the OpenSSH client.
 
@@ -200,6 +208,10 @@ def ssh(
     ``check_host_keys``: ``"enforce"`` refuses unknown and changed host keys, ``"accept"`` records
     unknown keys and refuses changed ones, ``"ignore"`` checks nothing.  ``ssh_args`` are added
     as they are (your ssh config still applies).  ``python`` is the remote interpreter.
+    ``compression=True`` passes ``-C``; off by default, as in OpenSSH, because it cut transfers
+    to a tenth of their speed over the loopback (``benchmarks/ssh_compression.py``) and pays
+    only on links slower than its own ~25 MiB/s, with compressible data.  Without ``-C`` your
+    ssh config's ``Compression`` setting still applies.
     """
     if check_host_keys not in ("enforce", "accept", "ignore"):
         raise ValueError(

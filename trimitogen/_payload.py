@@ -17,7 +17,11 @@ RUNTIME_MODULES = (
     "trimitogen.core.side",
     "trimitogen.core.latch",
     "trimitogen.core.protocol",
+    "trimitogen.core.messages",
     "trimitogen.core.importer",
+    "trimitogen.core.loop",
+    "trimitogen.core.iologger",
+    "trimitogen.core.calls",
     "trimitogen.core.child",
 )
 
@@ -26,8 +30,13 @@ RUNTIME_MODULES = (
 LAZY_MODULES = (
     "trimitogen.core.bootstrap",
     "trimitogen.core.connect",
+    "trimitogen.core.routing",
+    "trimitogen.core.link",
     "trimitogen.core.parent",
     "trimitogen.core.forking",
+    "trimitogen.core.values",
+    "trimitogen.core.package",
+    "trimitogen.core.containers",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or
@@ -66,6 +75,14 @@ for name in ("trimitogen", "trimitogen.core"):
     pkg.__path__ = []
     pkg.__package__ = name
     sys.modules[name] = pkg
+
+
+def public_name(name):
+    from trimitogen.core.package import attribute
+    return attribute(name)
+
+
+sys.modules["trimitogen"].__getattr__ = public_name
 for name in EAGER:
     mod = M(name)
     mod.__package__ = "trimitogen.core"
@@ -73,7 +90,7 @@ for name in EAGER:
     sys.modules[name] = mod
     exec(code_of(name, SOURCES), mod.__dict__)
     setattr(sys.modules["trimitogen.core"], name.rpartition(".")[2], mod)
-del M, name, mod, pkg
+del M, name, mod, pkg, public_name
 sys.modules["trimitogen.core.child"].main(read_exact, in_fd)
 """
 

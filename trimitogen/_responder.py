@@ -12,11 +12,11 @@ import sysconfig
 import time
 import types
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec, PathFinder
 
-from .core.importer import MAIN_ALIAS
+from .core.importer import MAIN_ALIAS, ModulePolicy
 
 log = logging.getLogger("trimitogen.importer")
 
@@ -46,28 +46,6 @@ class ImportStats:
     bytes_sent: int = 0
     #: Seconds the master spent finding, reading and compiling what it sent.
     seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModulePolicy:
-    """Which modules a context may receive, by dotted-name prefix.
-
-    ``deny`` wins over ``allow``; ``allow=None`` allows every module that can be served.
-    """
-
-    deny: tuple[str, ...] = ()
-    allow: tuple[str, ...] | None = None
-
-    @staticmethod
-    def _matches(name: str, prefixes: Iterable[str]) -> bool:
-        return any(name == p or name.startswith(p + ".") for p in prefixes)
-
-    def refusal(self, name: str) -> str | None:
-        if self._matches(name, self.deny):
-            return "it is on this context's deny list"
-        if self.allow is not None and not self._matches(name, self.allow):
-            return "it is not on this context's allow list"
-        return None
 
 
 @dataclass
@@ -160,6 +138,33 @@ def _file_stamp(spec: ModuleSpec | None) -> tuple[str, int, int] | None:
     return (path, st.st_mtime_ns, st.st_size)
 
 
+def _find_submodule(name: str, path: list[str]) -> ModuleSpec | None:
+    """The spec of submodule ``name`` of a package whose search path is ``path``."""
+    try:
+        return PathFinder.find_spec(name, path)
+    except KeyError:
+        # Python's path finder reads the parent *module* to build a namespace package's path,
+        # and the master may not have imported it (a namespace package inside another).  It
+        # only gets that far when no entry holds a module or regular package of that name, so
+        # the portions are the directories of that name.
+        last = name.rpartition(".")[2]
+        portions = [os.path.join(e, last) for e in path if os.path.isdir(os.path.join(e, last))]
+        if not portions:
+            return None
+        spec = ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = portions
+        return spec
+
+
+def _is_namespace(spec: ModuleSpec) -> bool:
+    """Whether ``spec`` is a namespace package's (found by the path search, no loader yet, or
+    importlib's own namespace loader once imported)."""
+    return spec.loader is None or type(spec.loader).__name__ in (
+        "NamespaceLoader",
+        "_NamespaceLoader",
+    )
+
+
 def _parents(name: str) -> list[str]:
     """``a.b.c`` -> ``["a", "a.b"]``."""
     parts = name.split(".")
@@ -214,8 +219,10 @@ class ModuleResponder:
     def _spec(self, name: str) -> ModuleSpec | None:
         """Find ``name`` without importing anything new into the master."""
         module = sys.modules.get(name)
-        spec: ModuleSpec | None = getattr(module, "__spec__", None)
-        if spec is not None:
+        spec = getattr(module, "__spec__", None)
+        # A module may have put another object under its name at import (sys.modules[__name__]
+        # = ...): that object's spec describes something else, so the file is searched for.
+        if isinstance(spec, ModuleSpec) and spec.name == name:
             return spec
         parent = name.rpartition(".")[0]
         if not parent:
@@ -225,7 +232,7 @@ class ModuleResponder:
         found = self._find(parent)
         if not (found.found and found.is_package):
             return None
-        return PathFinder.find_spec(name, list(found.search_path))
+        return _find_submodule(name, list(found.search_path))
 
     def _load(self, name: str) -> _Module:
         if name == MAIN_ALIAS:
@@ -254,6 +261,15 @@ class ModuleResponder:
         is_package = spec.submodule_search_locations is not None
         search_path = tuple(spec.submodule_search_locations or ())
         if origin is None or origin == "namespace" or not spec.has_location:
+            if not _is_namespace(spec):
+                # Made at run time by a finder of the package's own (six.moves): the child's
+                # copy of that finder makes it there too, once the package is imported.
+                return _Module(
+                    name,
+                    False,
+                    reason="it is made at run time by %s, not read from a file"
+                    % type(spec.loader).__qualname__,
+                )
             if is_package:  # a namespace package: an empty package in the child
                 return _Module(
                     name,

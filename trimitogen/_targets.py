@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote
 
-from ._context import Context, Method, open_context
-from ._methods import Fork, Local, Ssh, Su, Sudo, fork, local, ssh, su, sudo
+from ._context import Context, open_context
+from ._methods import Fork, Local, Method, Ssh, Su, Sudo, fork, local, ssh, su, sudo
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class Plan:
         dialog: "PromptDialog",
         env: Optional[Dict[str, str]] = None,
         tty_stdin: bool = False,
+        cwd: Optional[str] = None,
     ) -> None:
         self.argv = argv
         self.use_pty = use_pty
@@ -72,13 +73,31 @@ class Plan:
         self.tty_stdin = tty_stdin
         self.dialog = dialog
         self.env = env or {}
+        #: The directory the process starts in (None: the parent's).
+        self.cwd = cwd
 
 
 def build_plan(spec: Dict[str, Any]) -> Plan:
     """The :class:`Plan` for a method spec, as produced by the master's method objects."""
     kind = spec["kind"]
     if kind == "local":
-        return Plan(python_command(spec["python"]), False, PromptDialog(kind, None))
+        env = dict(spec.get("env") or ())
+        return Plan(
+            python_command(spec["python"]),
+            False,
+            PromptDialog(kind, None),
+            env,
+            False,
+            spec.get("cwd"),
+        )
+    if kind in CONTAINER_KINDS:
+        from .containers import tool_command
+
+        argv, tool_env, prompting = tool_command(spec, python_command(spec["python"]))
+        if prompting is None:
+            return Plan(argv, False, PromptDialog(spec["describe"], None), tool_env)
+        dialog = PromptDialog(spec["describe"], spec["password"], *prompting)
+        return Plan(argv, True, dialog, tool_env)
     if kind == "sudo":
         argv = [spec["sudo_path"], "-u", spec["username"], "-H", "-p", SUDO_PROMPT]
         argv += list(spec["sudo_args"]) + python_command(spec["python"])
@@ -126,7 +145,23 @@ def _ssh_plan(spec: Dict[str, Any]) -> Plan:
     return Plan(argv, password is not None, ssh_dialog(target, password))
 
 
-Rule = "Tuple[bytes, Type[ConnectError], str]"
+#: Kinds whose plan core/containers.py builds.
+CONTAINER_KINDS = frozenset(
+    (
+        "docker",
+        "podman",
+        "buildah",
+        "kubectl",
+        "lxc",
+        "lxd",
+        "incus",
+        "setns",
+        "chroot",
+        "doas",
+        "machinectl",
+        "jail",
+    )
+)
 
 
 class PromptDialog:
@@ -311,6 +346,7 @@ class ChildFds:
             "start_new_session": True,
             "preexec_fn": preexec,
             "env": dict(os.environ, **plan.env) if plan.env else None,
+            "cwd": plan.cwd,
         }
 
     def spawned(self) -> Tuple[int, int]:

@@ -17,21 +17,25 @@ import sys
 import warnings
 
 from . import latch
-from .protocol import loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict
+    from typing import Callable, List, Tuple
 
 
-def fork_child(owner: Any, request: Dict[str, Any], requester: int, reply_to: int) -> None:
-    """Fork; in the parent hand the child's stream to the I/O thread, in the child never return."""
+def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
-        # Output still buffered would otherwise be written once by each process.
         try:
             stream.flush()
         except Exception:
             pass
+
+
+def fork_child(owned_fds: List[int], become: Callable[[int], None]) -> Tuple[int, int]:
+    """Fork.  The parent gets ``(pid, its end of the socket pair)``.  The copy closes
+    ``owned_fds`` (the original runtime's descriptors), runs ``become(its end)`` and exits."""
+    # Output still buffered would otherwise be written once by each process.
+    _flush_stdio()
     parent_sock, child_sock = _socket.socketpair()
     with warnings.catch_warnings():
         # Python 3.12+ warns that forking a threaded process may deadlock the child.  The child
@@ -40,41 +44,17 @@ def fork_child(owner: Any, request: Dict[str, Any], requester: int, reply_to: in
         pid = os.fork()
     if pid:
         child_sock.close()
-        owner.adopt_forked(request, requester, reply_to, pid, parent_sock.detach())
-        return
+        return pid, parent_sock.detach()
     try:
         parent_sock.close()
-        _become_child(owner, request, child_sock.detach())
+        for fd in owned_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        latch.reset_after_fork()
+        become(child_sock.detach())
+        _flush_stdio()
+        os._exit(0)
     finally:
         os._exit(70)
-
-
-def _become_child(old: Any, request: Dict[str, Any], sock_fd: int) -> None:
-    from . import child
-
-    for fd in old.owned_fds():
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    latch.reset_after_fork()
-    sys.meta_path[:] = [
-        finder
-        for finder in sys.meta_path
-        if finder is not old.importer and not isinstance(finder, child.LoggingHook)
-    ]
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            if getattr(handler, "trimitogen_context", None) is old:
-                root.removeHandler(handler)
-    config = loads(request["config_payload"][8:])
-    context = child.ExternalContext(config, sock_fd, sock_fd)
-    child.start_runtime(context)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(0)

@@ -21,7 +21,8 @@ import zlib
 
 from .errors import LatchError
 from .latch import Latch
-from .protocol import HANDLE_GET_MODULE, Message, dumps
+from .messages import GetModule
+from .protocol import HANDLE_GET_MODULE, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,8 +44,11 @@ class Importer:
         context_id: int,
         parent_id: int,
         never_ask: Any = frozenset(),
+        before_wait: Callable[[], None] = lambda: None,
     ) -> None:
         self._send = send
+        #: Called before waiting for an answer, so that the answer will be read.
+        self._before_wait = before_wait
         #: Top-level names not worth a round trip: the parent never sends the standard library
         #: (the child's own is found before this importer is asked), and probes for other
         #: platforms' modules ("msvcrt", Jython's "org") would each cost one.
@@ -55,6 +59,8 @@ class Importer:
         self._records: Dict[str, Record] = {}
         self._waiting: Dict[str, List[Latch]] = {}
         self._sources: Dict[str, bytes] = {}
+        #: Why the parent could not send a module, by name, for :meth:`explain`.
+        self._reasons: Dict[str, str] = {}
         self.closed = False
 
     def __repr__(self) -> str:
@@ -92,8 +98,11 @@ class Importer:
             self._waiting.setdefault(fullname, []).append(latch)
         if first:
             self._send(
-                Message(self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, dumps(fullname))
+                Message(
+                    self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(fullname)
+                )
             )
+        self._before_wait()
         # importlib calls find_spec() holding its global import lock.  Keeping it while waiting
         # for the parent would stall every other thread that imports anything, the I/O thread
         # that must deliver the answer included, so it is released for the wait.
@@ -122,13 +131,24 @@ class Importer:
             return None
         _name, found, origin, is_package, _source, _code, reason = self._fetch(fullname)
         if not found:
-            raise ModuleNotFoundError("No module named %r: %s" % (fullname, reason), name=fullname)
+            # Not found is None, never an exception: finders a package appends to the meta path
+            # after this one (six does) must still be asked, and importlib.util.find_spec() must
+            # answer None for a probe.  The reason is kept for the error report.
+            self._reasons[fullname] = reason
+            return None
         from importlib.machinery import ModuleSpec
 
         loader: Any = self
         spec = ModuleSpec(fullname, loader, origin=origin, is_package=is_package)
         spec.has_location = True
         return spec
+
+    def explain(self, exc: BaseException) -> str:
+        """``str(exc)``, with the parent's reason when ``exc`` is about a module it did not send."""
+        message = str(exc)
+        name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        reason = self._reasons.get(name) if isinstance(name, str) else None
+        return message if reason is None else "%s: %s" % (message, reason)
 
     def create_module(self, spec: Any) -> Any:
         return None
@@ -146,7 +166,12 @@ class Importer:
             compiled = marshal.loads(zlib.decompress(code))
         else:
             compiled = compile(zlib.decompress(source), origin, "exec", dont_inherit=True)
-        exec(compiled, module.__dict__)
+        try:
+            exec(compiled, module.__dict__)
+        except (Exception, SystemExit) as exc:
+            if name != MAIN_ALIAS:
+                raise
+            raise ImportError(_main_failure(origin, exc, self.get_source(name)), name=name) from exc
 
     def get_source(self, fullname: str) -> Optional[str]:
         """Source text for tracebacks (``linecache`` asks for it lazily)."""
@@ -158,17 +183,59 @@ class Importer:
         return module is not None and hasattr(module, "__path__")
 
 
-def _matches(name: str, prefixes: Any) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
+def _main_failure(origin: str, exc: BaseException, source: Optional[str]) -> str:
+    """What happened when the master's script, imported here, failed in its top-level code."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == origin and code.co_name == "<module>":
+            lines = (source or "").split("\n")
+            line = lines[tb.tb_lineno - 1].strip() if tb.tb_lineno <= len(lines) else ""
+            where = " at line %d (%s)" % (tb.tb_lineno, line)
+        tb = tb.tb_next
+    return (
+        "the function called lives in the master's script %s, which this context imported as "
+        "%s to find it; the script's top-level code then ran here and failed%s: %s: %s.  "
+        "Start the script's work under 'if __name__ == \"__main__\":' (it does not run in "
+        "other contexts)"
+        % (origin.replace("master:", "", 1), MAIN_ALIAS, where, type(exc).__name__, exc)
+    )
 
 
-def policy_refusal(name: str, deny: Any, allow: Any) -> Optional[str]:
-    """Why a context may not receive module ``name`` (dotted prefixes; deny wins), or None."""
-    if _matches(name, deny):
-        return "it is on this context's deny list"
-    if allow is not None and not _matches(name, allow):
-        return "it is not on this context's allow list"
-    return None
+class ModulePolicy:
+    """Which modules a context may receive, by dotted-name prefix.
+
+    ``deny`` wins over ``allow``; ``allow=None`` allows every module that can be served.  The
+    master applies it when serving a context, an intermediate when forwarding to its children.
+    """
+
+    __slots__ = ("allow", "deny")
+
+    def __init__(self, deny: Any = (), allow: Any = None) -> None:
+        self.deny: Tuple[str, ...] = tuple(deny)
+        self.allow: Optional[Tuple[str, ...]] = None if allow is None else tuple(allow)
+
+    def __repr__(self) -> str:
+        return "ModulePolicy(deny=%r, allow=%r)" % (self.deny, self.allow)
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is ModulePolicy and (self.deny, self.allow) == (other.deny, other.allow)
+
+    def __hash__(self) -> int:
+        return hash((self.deny, self.allow))
+
+    @staticmethod
+    def _matches(name: str, prefixes: Any) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    def refusal(self, name: str) -> Optional[str]:
+        """Why module ``name`` may not be sent under this policy, or None."""
+        if self._matches(name, self.deny):
+            return "it is on this context's deny list"
+        if self.allow is not None and not self._matches(name, self.allow):
+            return "it is not on this context's allow list"
+        return None
 
 
 class ModuleForwarder:
@@ -199,7 +266,7 @@ class ModuleForwarder:
 
     def request(self, child: Any, name: str) -> Optional[List[Record]]:
         """Records answering ``child``'s request now, or None after asking upward."""
-        refusal = policy_refusal(name, child.deny_modules, child.allow_modules)
+        refusal = child.module_policy.refusal(name)
         if refusal is not None:
             return [(name, False, "", False, b"", b"", refusal)]
         if name in self._cache:
@@ -221,7 +288,7 @@ class ModuleForwarder:
                 and record[1]
                 and other.partition(".")[0] == top
                 and other not in child.modules_sent
-                and policy_refusal(other, child.deny_modules, child.allow_modules) is None
+                and child.module_policy.refusal(other) is None
             ),
         ]
         with_code = child.magic == self.master_magic

@@ -11,6 +11,8 @@ against the receiver's limit as soon as the header is complete, before any body 
 Bodies are pickles restricted in both directions: :func:`dumps` refuses to write any object that
 would need a class to rebuild it (except ``complex``), and :func:`loads` refuses to resolve any
 global outside a fixed allow-list, so a hostile peer cannot make the reader import or call anything.
+Dates, decimals, enum members and the like travel as persistent ids of plain parts, rebuilt by
+:mod:`trimitogen.core.values`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .errors import StreamError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterator, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 
 MAGIC = 0x746D  # b"tm"
@@ -125,8 +127,9 @@ class Message:
             return [self.header(), *self.data.parts]
         return [self.header(), self.data]
 
-    def unpickle(self) -> Any:
-        return loads(bytes(self.data) if type(self.data) is Body else self.data)
+    def unpickle(self, may_import: bool = False) -> Any:
+        data = bytes(self.data) if type(self.data) is Body else self.data
+        return loads(data, may_import)
 
 
 _PLAIN_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes, bytearray))
@@ -136,8 +139,11 @@ _PLAIN_CONTAINERS = frozenset((tuple, list, set, frozenset, dict))
 _READONLY_BUFFER = b"\x98"
 
 
-def _first_non_plain(obj: Any) -> Any:
-    """The first object inside ``obj`` that is not plain data, or ``_PLAIN`` if there is none."""
+def _first_non_plain(obj: Any, is_value: Any = None) -> Any:
+    """The first object inside ``obj`` that is not plain data, or ``_PLAIN`` if there is none.
+
+    ``is_value(item)`` says which other objects are values that travel (they are not walked).
+    """
     stack = [obj]
     seen = set()
     while stack:
@@ -146,6 +152,8 @@ def _first_non_plain(obj: Any) -> Any:
         if kind in _PLAIN_SCALARS:
             continue
         if kind not in _PLAIN_CONTAINERS:
+            if is_value is not None and is_value(item):
+                continue
             return item
         if id(item) in seen:
             continue
@@ -161,7 +169,9 @@ def _first_non_plain(obj: Any) -> Any:
 def _refusal(obj: Any) -> str:
     return (
         "cannot send an object of type %s.%s%s: only None, bool, int, float, complex, str, bytes, "
-        "bytearray, tuple, list, dict, set and frozenset travel between contexts"
+        "bytearray, tuple, list, dict, set, frozenset, the datetime types, Decimal, UUID, "
+        "Fraction, PurePosixPath, PosixPath, enum members and types registered with "
+        "trimitogen.register_value_type travel between contexts"
         % (
             type(obj).__module__,
             type(obj).__qualname__,
@@ -189,11 +199,38 @@ class _RestrictedPickler(_pickle.Pickler):
         if obj is complex:
             self.saw_class = True
             return NotImplemented
+        from . import values
+
+        if values.learn(obj):
+            raise _ValuesFound
         raise TypeError(_refusal(obj))
+
+
+class _ValuesFound(Exception):
+    """A body holds values beyond plain data: it is written again, with persistent ids."""
 
 
 class _RestrictedUnpickler(_pickle.Unpickler):
     saw_global = False
+    #: Whether the body may name a module to import (only calls from the parent: see values.py).
+    may_import = False
+    #: id(placeholder) -> value, for every persistent id read; the placeholders, kept alive.
+    values: Optional[Dict[int, Any]] = None
+    placeholders: List[Any] = []
+
+    def persistent_load(self, pid: Any) -> Any:
+        from . import values
+
+        if self.values is None:
+            self.values = {}
+            self.placeholders = []
+        if type(pid) is tuple and pid and pid[0] in values.NESTING:
+            pid = values.substitute(pid, self.values, {})
+        value = values.decode(pid, self.may_import)
+        placeholder = values.Placeholder()
+        self.placeholders.append(placeholder)
+        self.values[id(placeholder)] = value
+        return placeholder
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
@@ -270,11 +307,24 @@ class _BodyReader:
 
 def dumps_body(obj: Any) -> Body:
     """Pickle plain data into a :class:`Body`; :class:`TypeError` names a non-plain value."""
-    body = Body()
-    pickler = _RestrictedPickler(body, protocol=PICKLE_PROTOCOL)
-    pickler.dump(obj)
+    persistent_id: Any = None
+    while True:
+        body = Body()
+        pickler = _RestrictedPickler(body, protocol=PICKLE_PROTOCOL)
+        if persistent_id is not None:
+            setattr(pickler, "persistent_id", persistent_id)  # noqa: B010 - mypy: a method
+        try:
+            pickler.dump(obj)
+            break
+        except _ValuesFound:
+            # The pickler calls persistent_id for every object, plain ones included (several
+            # times slower on a list of ints), so only a body known to hold values is written
+            # with it: again, and once more for each kind of value first met on the way.
+            from .values import persistent_id
     if pickler.saw_class:
-        bad = _first_non_plain(obj)
+        from .values import is_value
+
+        bad = _first_non_plain(obj, None if persistent_id is None else is_value)
         if bad is not _PLAIN:
             raise TypeError(_refusal(bad))
     return body
@@ -285,19 +335,37 @@ def dumps(obj: Any) -> bytes:
     return bytes(dumps_body(obj))
 
 
-def loads(data: Any) -> Any:
-    """Unpickle a body with the allow-list; any failure is a :class:`StreamError`."""
+def loads(data: Any, may_import: bool = False) -> Any:
+    """Unpickle a body with the allow-list; any failure is a :class:`StreamError`.
+
+    ``may_import``: the body comes from this context's parent, which may name modules to import
+    for the values it holds (see :mod:`trimitogen.core.values`).
+    """
     # BytesIO shares an immutable bytes object without copying, and the C unpickler reads it
     # without calling back into Python; other buffers (large received bodies) use _BodyReader.
-    source = io.BytesIO(data) if type(data) is bytes else _BodyReader(data)
     try:
+        if type(data) is Body:
+            data = bytes(data)
+        source = io.BytesIO(data) if type(data) is bytes else _BodyReader(data)
         unpickler = _RestrictedUnpickler(source)
+        if may_import:
+            unpickler.may_import = True
         result = unpickler.load()
+        is_value = None
+        if unpickler.values is not None:
+            from .values import substitute
+
+            result = substitute(result, unpickler.values, {})
+            value_ids = {id(v) for v in unpickler.values.values()}
+
+            def is_value(item: Any) -> bool:
+                return id(item) in value_ids
+
         # Walking the result costs time, so only when the body could hold something non-plain:
         # a class named by a global, or a memoryview made by READONLY_BUFFER.
         searchable = data if hasattr(data, "find") else bytes(data)
         if unpickler.saw_global or searchable.find(_READONLY_BUFFER) != -1:
-            bad = _first_non_plain(result)
+            bad = _first_non_plain(result, is_value)
             if bad is not _PLAIN:
                 raise StreamError("refused a body holding %r, which is not plain data" % (bad,))
         return result

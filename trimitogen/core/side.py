@@ -156,12 +156,22 @@ def write_parts_blocking(side: Side, parts: List[Any], pump: Any = None) -> bool
             continue
         if n is None:
             return False
-        while n:
-            first = parts[0]
-            if n >= len(first):
-                n -= len(first)
-                parts.pop(0)
-            else:
-                parts[0] = memoryview(first)[n:]
-                n = 0
+        parts = written(parts, n)
     return True
+
+
+def written(parts: List[Any], n: int) -> List[Any]:
+    """What remains of the buffers ``parts`` once a gathered write took the first ``n`` bytes.
+
+    The one place where a partial write is accounted for, by the master and the child alike.
+    """
+    i = 0
+    while i < len(parts):
+        size = len(parts[i])
+        if n < size:
+            if not n:
+                return parts[i:]
+            return [memoryview(parts[i])[n:], *parts[i + 1 :]]
+        n -= size  # empty buffers are passed over here too
+        i += 1
+    return []

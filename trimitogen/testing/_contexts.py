@@ -1,38 +1,24 @@
-"""Pytest fixtures for testing code that runs in trimitogen contexts.
-
-Enable them in the suite's top ``conftest.py`` with ``pytest_plugins = ["trimitogen.testing"]``
-(or import them into a test module); they are async fixtures, so the suite runs with
-pytest-trio in ``trio_mode``.
-
-``trimitogen_context``
-    A fresh local context on the test's own interpreter, shut down and reaped after the test.
-    Functions of the code under test reach it by import over the wire, so nothing needs
-    installing for the child.
-
-``trimitogen_contexts``
-    A factory, ``await trimitogen_contexts(method, **open_context_options)``, for contexts of
-    any method (another interpreter, sudo, ssh, a chain with ``via=``); every context it opened
-    is closed after the test, newest first.
-"""
+"""The context fixtures: a local context, and a factory of contexts of any method."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 
-from ._context import Context, Method, open_context
-from ._methods import local
+from .._context import Context, open_context
+from .._methods import Method, local
 
 ContextFactory = Callable[..., Awaitable[Context]]
 
 
 @pytest.fixture
 async def trimitogen_context() -> AsyncIterator[Context]:
-    """A local context on the test's interpreter, closed after the test."""
-    async with open_context(local(), name="pytest") as context:
+    """A local context on the test's interpreter, isolated (``-I``), closed after the test."""
+    async with open_context(local(python=[sys.executable, "-I"]), name="pytest") as context:
         yield context
 
 

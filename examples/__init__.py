@@ -1,0 +1,1 @@
+"""Runnable examples; docs/testing.rst includes test_with_loopback_sshd.py."""
