@@ -15,13 +15,15 @@ Four ways, each measured in a fresh worker process so that its RSS and fds are i
 The wall time runs from the first connection to the last answer; closing is timed apart.  "fds
 per target" is the worker's peak count of open fds, above what it had before, divided by N
 (sampled every 2 ms by a thread).  RSS is the worker's peak (VmHWM).  The targets are one sshd
-per 16 addresses of 127.0.0.2 ... (tests/fleet.py), reached through a generated ssh_config.
+per 16 addresses of 127.0.0.2 ... (trimitogen.testing.running_sshd), reached through a
+generated ssh_config.
 Nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,9 +193,31 @@ def way_execnet(addresses: Sequence[str], config: str) -> Callable[[], None]:
     return lambda: group.terminate(timeout=10.0)
 
 
-def worker(way: str, count: int, config: str, max_connecting: int) -> dict[str, Any]:
-    from tests.fleet import fleet_addresses
+def fleet_addresses(count: int) -> list[str]:
+    return ["127.0.0.%d" % n for n in range(2, 2 + count)]
 
+
+@contextlib.contextmanager
+def running_fleet(count: int) -> Iterator[Path]:
+    """Throwaway users, one sshd listening on ``count`` loopback addresses (one process per 16
+    of them, from trimitogen.testing), and an ssh_config naming them; yields the config."""
+    from trimitogen.testing import provision_users, running_sshd
+
+    with (
+        provision_users() as users,
+        running_sshd(users, fleet_addresses(count), max_startups=4 * count) as server,
+    ):
+        config = server.directory / "fanout_ssh_config"
+        config.write_text(
+            "Host 127.0.0.*\n    Port %d\n    User %s\n    IdentityFile %s\n"
+            "    IdentitiesOnly yes\n    IdentityAgent none\n    UserKnownHostsFile %s\n"
+            "    GlobalKnownHostsFile /dev/null\n"
+            % (server.port, server.user, server.identity_file, server.known_hosts)
+        )
+        yield config
+
+
+def worker(way: str, count: int, config: str, max_connecting: int) -> dict[str, Any]:
     addresses = fleet_addresses(count)
     before = FdSampler.count()
     with FdSampler() as sampler:
@@ -297,18 +321,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("fanout: run as root (it starts sshds and uses the throwaway users)", file=sys.stderr)
         return 2
-    from tests import infra
-    from tests.fleet import running_fleet
-
     counts = [int(c) for c in args.counts.split(",")]
     ways = [w for w in WAYS if w in args.only.split(",")]
-    with infra.provision_users() as users, running_fleet(users, max(counts)) as fleet:
+    with running_fleet(max(counts)) as ssh_config:
         for count in counts:
             rows: dict[str, list[dict[str, Any]]] = {}
             for _ in range(args.runs):
                 # Interleaved, so a drift of the machine's load spreads over every way.
                 for way in ways:
-                    figures = run_worker(way, count, fleet.ssh_config, args.max_connecting)
+                    figures = run_worker(way, count, ssh_config, args.max_connecting)
                     rows.setdefault(way, []).append(figures)
                     print("  %s" % json.dumps(figures), file=sys.stderr, flush=True)
             print(table(count, rows), flush=True)
