@@ -28,5 +28,5 @@ fi
 # editable_mode=strict: the default mode for this layout is an import hook that mypy does not
 # follow (a consumer would see no types); strict links the package's files under build/, which
 # mypy reads.  A new module file needs this script run again.
-"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]' \
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,cli]' \
     --config-settings editable_mode=strict

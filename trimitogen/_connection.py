@@ -55,6 +55,10 @@ async def spawn(spec: dict[str, Any], what: str, name: str, context_id: int) -> 
         raise ConnectError(
             connect_failure(what, name, "spawn", "%s: %s" % (plan.argv[0], exc), [])
         ) from exc
+    except BaseException:
+        # Cancelled before the spawn began (Trio checks on its way into the spawn thread).
+        fds.failed()
+        raise
     stream_fd, term_fd = fds.spawned()
     conn = Connection(
         name=name,

@@ -62,6 +62,24 @@ MASTER_ONLY = frozenset(
         "iter_read",
         "open_context",
         "write_all",
+        # Many targets (issue 11): target strings, inventories, groups; they need the master.
+        "FdLimitError",
+        "Group",
+        "GroupStatistics",
+        "Inventory",
+        "InventoryHost",
+        "Result",
+        "ResultStream",
+        "Target",
+        "expand_host_range",
+        "load_inventory",
+        "open_chain",
+        "open_group",
+        "parse_host_list",
+        "parse_ini_inventory",
+        "parse_target",
+        "parse_yaml_inventory",
+        "with_python",
     )
 )
 
