@@ -54,7 +54,9 @@ def console_script() -> Iterator[str]:
             shutil.copy(REPO / name, source / name)
         shutil.copytree(REPO / "trimitogen", source / "trimitogen")
         prefix = Path(scratch) / "prefix"
-        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+        # --ignore-installed: with --prefix alone, pip first uninstalls the checkout's own
+        # install from this interpreter.
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed"]
         result = subprocess.run(
             [*pip, "--disable-pip-version-check", "--prefix", str(prefix), str(source)],
             capture_output=True,
