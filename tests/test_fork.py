@@ -135,3 +135,23 @@ async def test_a_preload_that_fails_is_a_connect_error(ctx: tm.Context) -> None:
             assert isinstance(info.value.__cause__, tm.CallError)
         # The context asked to preload is still usable.
         assert await ctx.call(len, "abc") == 3
+
+
+async def test_forks_beside_a_spawning_sibling_can_import(no_leaked_fds: None) -> None:
+    """A fork made while the intermediate's I/O thread starts another child must not inherit
+    a module lock that thread held mid-import (it then hung importing asyncio, which imports
+    subprocess).  The race is timing-dependent: several rounds make it likely to show."""
+    for _round in range(3):
+        with trio.fail_after(WAIT):
+            async with tm.open_context(tm.local(), name="mid") as mid:
+                answers: list[int] = []
+
+                async def one(method: tm.Method, answers: list[int]) -> None:
+                    async with tm.open_context(method, via=mid) as child:
+                        answers.append(await child.call(rh.getppid))
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(4):
+                        nursery.start_soon(one, tm.fork(), answers)
+                    nursery.start_soon(one, tm.local(), answers)
+                assert answers == [mid.pid] * 5

@@ -123,6 +123,8 @@ class ExternalContext:
         self._io_thread: Optional[int] = None
         self._cancelled: Set[int] = set()
         self._finishing = False
+        #: Held by the I/O thread while it acts on what its poll found, and by a fork.
+        self._work_lock = _thread.allocate_lock()
 
     # Sending -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -246,19 +248,21 @@ class ExternalContext:
                     self._rx_registered = True
                 at_most = TICK
             # Messages read while a write waited are still to be handled: do not sleep.
-            loop.run_once(self.children is not None and bool(self.children.pumped), at_most)
-            if loop.stopped:
-                return
-            if self.children is not None:
-                self.children.handle_pumped()
-            if self._finishing and not loop.held:
-                self._finish_io()
-                return
-            if self._stopping and not stopping:
-                stopping = True
+            events = loop.wait(self.children is not None and bool(self.children.pumped), at_most)
+            with self._work_lock:
+                loop.dispatch(events)
+                if loop.stopped:
+                    return
                 if self.children is not None:
-                    self.children.stop_all()
-                self._start_watchdog()
+                    self.children.handle_pumped()
+                if self._finishing and not loop.held:
+                    self._finish_io()
+                    return
+                if self._stopping and not stopping:
+                    stopping = True
+                    if self.children is not None:
+                        self.children.stop_all()
+                    self._start_watchdog()
 
     def _on_parent_readable(self) -> None:
         if not self._busy or not self._rx_lock.acquire(False):
@@ -434,7 +438,10 @@ class ExternalContext:
         if request.context_id in self._cancelled:
             return  # the master gave up waiting for it
         try:
-            pid, fd = fork_child(self.owned_fds(), lambda fd: _run_fork_copy(self, request, fd))
+            # Never while the I/O thread works: it may be importing (a spawn imports
+            # subprocess lazily), and the copy would inherit that module's lock, held for ever.
+            with self._work_lock:
+                pid, fd = fork_child(self.owned_fds(), lambda fd: _run_fork_copy(self, request, fd))
         except Exception as exc:
             failure = SpawnFailed(False, "connect", "spawn", "fork failed: %r" % exc, [])
             self.reply(msg.src, msg.reply_to, failure)

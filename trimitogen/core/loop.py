@@ -102,6 +102,10 @@ class PollLoop:
     def run_once(self, busy: bool = False, at_most: Optional[float] = None) -> None:
         """Wait for readiness or the next timer (not at all when ``busy``, at most ``at_most``
         seconds if given), then run the callbacks."""
+        self.dispatch(self.wait(busy, at_most))
+
+    def wait(self, busy: bool = False, at_most: Optional[float] = None) -> List[Tuple[int, int]]:
+        """The first half of :meth:`run_once`: sleep until something is ready."""
         timeout = None
         if busy:
             timeout = 0
@@ -110,7 +114,12 @@ class PollLoop:
         if at_most is not None:
             limit = max(0, int(at_most * 1000))
             timeout = limit if timeout is None else min(timeout, limit)
-        for fd, _event in self._poller.poll(timeout):
+        return self._poller.poll(timeout)
+
+    def dispatch(self, events: List[Tuple[int, int]]) -> None:
+        """The second half of :meth:`run_once`: run the callbacks of what is ready, and due
+        timers."""
+        for fd, _event in events:
             callback = self._readers.get(fd)
             if callback is not None:
                 callback()
