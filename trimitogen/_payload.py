@@ -14,6 +14,7 @@ from .core.protocol import dumps
 #: The runtime modules every child runs at start-up, in an order where imports come first.
 RUNTIME_MODULES = (
     "trimitogen.core.errors",
+    "trimitogen.core.grace",
     "trimitogen.core.side",
     "trimitogen.core.latch",
     "trimitogen.core.protocol",

@@ -25,6 +25,7 @@ import time
 
 from .calls import CallRunner
 from .errors import ChannelError, StreamError
+from .grace import Grace
 from .importer import Importer
 from .iologger import IoLogger, LoggingHook, install_forwarding, remove_forwarding
 from .loop import POLLIN, PollLoop, Waker
@@ -54,9 +55,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Set
 
-
-#: Seconds a child waits for a running call to finish after shutdown or loss of its parent.
-SHUTDOWN_GRACE = 1.0
 
 #: While calls run, the I/O thread looks every this many seconds whether the current one has run
 #: this long, and then takes over reading the parent's stream (see ``_io_wait``).
@@ -425,7 +423,7 @@ class ExternalContext:
 
     def _start_watchdog(self) -> None:
         def watchdog() -> None:
-            select.select([], [], [], SHUTDOWN_GRACE)
+            select.select([], [], [], Grace.CALL_FINISH)
             os._exit(0)
 
         _thread.start_new_thread(watchdog, ())

@@ -22,6 +22,7 @@ from __future__ import annotations
 from .bootstrap import BootstrapParser
 from .connect import PromptDialog
 from .errors import ConnectError, HostKeyError, PasswordError, StreamError
+from .grace import Grace as Grace
 from .messages import Ready
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, HANDLE_READY, FrameDecoder
 
@@ -30,25 +31,6 @@ if TYPE_CHECKING:
     from typing import Any, Iterator, List, Optional, Tuple
 
     from .protocol import Message
-
-
-class Grace:
-    """Every grace time of the project, in seconds, in one table."""
-
-    #: A child's running call may finish this long after a shutdown or the loss of its parent.
-    CALL_FINISH = 1.0
-    #: The master waits this long for a child to exit after SHUTDOWN before SIGTERM, and as long
-    #: again after SIGTERM before SIGKILL; for a context below an intermediate, this long after
-    #: SHUTDOWN before asking the intermediate to kill it, and again for the kill to be reported.
-    EXIT = 3.0
-    #: An intermediate sends SIGKILL this long after SIGTERM.
-    KILL = 2.0
-    #: After a child's stream ends, how long to wait for its exit status (to say how it ended).
-    EXIT_AFTER_EOF = 2.0
-    #: After a child's process ends, how long its stream may still deliver what it wrote.
-    OUTPUT_AFTER_EXIT = 1.0
-    #: After a failed start, how long to wait for the last lines of the child's terminal.
-    LAST_WORDS = 0.5
 
 
 #: Lines of a child's terminal or stderr output kept for error messages.
