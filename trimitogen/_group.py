@@ -385,19 +385,22 @@ class Group:
         send: trio.MemorySendChannel[Result[Any]],
     ) -> None:
         with send:
-            await self._call_and_send(slot, batch, fn, args, kwargs, send)
+            result = await self._call_result(slot, batch, fn, args, kwargs)
+            try:
+                send.send_nowait(result)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # Nobody listens any more.
         if not batch.scopes:
             self._batches.discard(batch)
 
-    async def _call_and_send(
+    async def _call_result(
         self,
         slot: _Slot,
         batch: _Batch,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        send: trio.MemorySendChannel[Result[Any]],
-    ) -> None:
+    ) -> Result[Any]:
         result: Result[Any] | None = None
         with trio.CancelScope() as scope:
             batch.scopes.add(scope)
@@ -438,10 +441,7 @@ class Group:
             )
         if self._fail_fast and result.phase in ("connect", "call"):
             self._trip(slot.target.label, batch)
-        try:
-            send.send_nowait(result)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # Nobody listens any more.
+        return result
 
     @overload
     def results(

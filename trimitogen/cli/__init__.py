@@ -17,6 +17,7 @@ import statistics
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TextIO
 
 import trio
@@ -225,18 +226,25 @@ def _executable(raw: Any) -> str:
     return os.fsdecode(raw) if isinstance(raw, (bytes, str)) else str(raw)
 
 
+def _open_group(
+    options: argparse.Namespace, targets: list[tm.Target]
+) -> AbstractAsyncContextManager[tm.Group]:
+    """The group of ``targets`` with the command line's connection options."""
+    return tm.open_group(
+        targets,
+        max_connecting=options.max_connecting,
+        connect_timeout=options.timeout,
+        fail_fast=options.fail_fast,
+    )
+
+
 async def check(options: argparse.Namespace, reporter: Reporter) -> bool:
     import multiprocessing.spawn
     import platform
 
     targets = collect_targets(options)
     reporter.start("checking", len(targets))
-    async with tm.open_group(
-        targets,
-        max_connecting=options.max_connecting,
-        connect_timeout=options.timeout,
-        fail_fast=options.fail_fast,
-    ) as group:
+    async with _open_group(options, targets) as group:
         versions: dict[int, tm.Result[str]] = {}
         async for result in group.results(platform.python_version):
             versions[result.index] = result
@@ -285,12 +293,7 @@ async def run(
     targets = collect_targets(options)
     reporter.start("running %s" % options.function, len(targets))
     rows = []
-    async with tm.open_group(
-        targets,
-        max_connecting=options.max_connecting,
-        connect_timeout=options.timeout,
-        fail_fast=options.fail_fast,
-    ) as group:
+    async with _open_group(options, targets) as group:
         async for result in group.results(function, *args, **kwargs):
             if result.ok:
                 reporter.done(result)
