@@ -23,6 +23,7 @@ from trimitogen.core.messages import (
     HANDLES,
     AddRoute,
     Call,
+    Cancel,
     DelRoute,
     GetModule,
     Kill,
@@ -80,6 +81,7 @@ VALID: dict[type[Schema], list[tuple[Any, ...]]] = {
     Kill: [(12,)],
     AddRoute: [(3,)],
     DelRoute: [([3, 4], "its process exited with status 1"), ((), "")],
+    Cancel: [(1000,), (2**40,)],
 }
 
 BODY_CLASSES = list(VALID)

@@ -46,7 +46,9 @@ from ._targets import Target as Target
 from ._targets import open_chain as open_chain
 from ._targets import parse_target as parse_target
 from ._targets import with_python as with_python
+from .core.aloop import event_loop as event_loop
 from .core.errors import CallError as CallError
+from .core.errors import Cancelled as Cancelled
 from .core.errors import ChannelError as ChannelError
 from .core.errors import ConnectError as ConnectError
 from .core.errors import Error as Error

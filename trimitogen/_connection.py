@@ -16,11 +16,12 @@ from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
 from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
-from .core.messages import DelRoute, GetModule, LoadModule, Log
+from .core.messages import Cancel, DelRoute, GetModule, LoadModule, Log
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
     HANDLE_ADD_ROUTE,
+    HANDLE_CANCEL,
     HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
     HANDLE_LOAD_MODULE,
@@ -102,6 +103,9 @@ class Connection:
         self.table.add(context_id, self, MASTER_ID)
         self.routes = {context_id: self.route}
         self.pending: dict[int, Reply] = {}
+        #: Calls whose caller was cancelled, by reply handle: the context they were sent to.
+        #: Their answer, when it comes, only says that the context finished them.
+        self.abandoned: dict[int, int] = {}
         self._next_handle = FIRST_REPLY_HANDLE
         self._outq: collections.deque[list[Any]] = collections.deque()
         self._writer_lot = trio.lowlevel.ParkingLot()
@@ -160,6 +164,15 @@ class Connection:
         reply = self.pending[handle] = Reply(target)
         return handle, reply
 
+    def cancel_call(self, handle: int, target: int) -> None:
+        """The caller of the request answering on ``handle`` gave up: tell ``target`` to stop
+        it (it drops it if still queued, interrupts it if running)."""
+        self.pending.pop(handle, None)
+        if self.dead_reason is not None or target not in self.routes:
+            return
+        self.abandoned[handle] = target
+        self.send(Message(target, MASTER_ID, HANDLE_CANCEL, 0, Cancel.pack(handle)))
+
     def statistics(self, route: Route) -> ContextStatistics:
         queued = sum(len(part) for parts in self._outq for part in parts)
         in_flight = sum(1 for reply in self.pending.values() if reply.target == route.context_id)
@@ -175,6 +188,9 @@ class Connection:
             queued_bytes=queued,
             exit_status=status,
             gone_reason=route.dead_reason,
+            cancelled_calls_running=sum(
+                1 for target in self.abandoned.values() if target == route.context_id
+            ),
         )
 
     # -- writing -----------------------------------------------------------------------------
@@ -325,6 +341,10 @@ class Connection:
         route.bytes_received += len(msg.data)
         handle = msg.handle
         reply = self.pending.get(handle)
+        if reply is None and handle in self.abandoned:
+            if self.table.may_answer(msg.src, self.abandoned[handle], msg.is_dead):
+                del self.abandoned[handle]  # the context finished a call nobody waits for
+            return
         if reply is not None:
             if not self.table.may_answer(msg.src, reply.target, msg.is_dead):
                 # Only the context that was asked may answer: a reply is not a way for another
@@ -373,6 +393,9 @@ class Connection:
                 if dead is route
                 else "the context %r above it is gone: %s" % (route.name, reason)
             )
+        for handle, target in list(self.abandoned.items()):
+            if target in ids:
+                del self.abandoned[handle]
         for handle, reply in list(self.pending.items()):
             if reply.target in ids:
                 del self.pending[handle]

@@ -131,8 +131,9 @@ class Context:
         bytes, bytearray, tuple, list, dict, set, frozenset, nested freely.
 
         Raises :class:`~trimitogen.CallError` if ``fn`` raised, :class:`~trimitogen.ChannelError`
-        if the child died or disconnected first.  Cancelling the caller abandons the reply at
-        once; the child finishes the call on its own.
+        if the child died or disconnected first.  Cancelling the caller returns at once and
+        cancels the call in the child: a call still queued there never runs, a running one gets
+        :class:`~trimitogen.Cancelled` (see :doc:`cancellation`).
         """
         route = self._route
         if route.dead_reason is not None:
@@ -141,7 +142,12 @@ class Context:
         handle, reply = conn.new_reply(route.context_id)
         try:
             conn.send(self._request(fn, args, kwargs, handle))
-            await reply.wait()
+            try:
+                await reply.wait()
+            except BaseException:
+                if not reply.done:
+                    conn.cancel_call(handle, route.context_id)
+                raise
         finally:
             conn.pending.pop(handle, None)
         if reply.error is not None:

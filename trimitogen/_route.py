@@ -40,6 +40,16 @@ class ContextStatistics:
     exit_status: int | None
     #: None while the context is usable, else why it is gone.
     gone_reason: str | None
+    #: Calls whose caller was cancelled but which the context has not finished yet: a function
+    #: that swallowed :class:`~trimitogen.Cancelled`, or C code that never lets it in.  While
+    #: this is not zero, calls queue behind them.
+    cancelled_calls_running: int = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the context is working on anything: calls in flight or cancelled ones that
+        have not ended."""
+        return bool(self.calls_in_flight or self.cancelled_calls_running)
 
 
 class Route:

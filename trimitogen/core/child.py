@@ -23,13 +23,14 @@ import select
 import sys
 import time
 
-from .calls import CallRunner
+from .calls import HANDED_OVER, CallRunner
 from .errors import ChannelError, StreamError
 from .grace import Grace
 from .importer import Importer
 from .iologger import IoLogger, LoggingHook, install_forwarding, remove_forwarding
 from .loop import POLLIN, PollLoop, Waker
 from .messages import (
+    Cancel,
     Kill,
     LoadModule,
     Log,
@@ -40,6 +41,7 @@ from .messages import (
 from .protocol import (
     FLAG_DEAD,
     HANDLE_CALL,
+    HANDLE_CANCEL,
     HANDLE_KILL,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
@@ -111,7 +113,13 @@ class ExternalContext:
             frozenset(config.get("never_ask", ())),
             self.ensure_reader,
         )
-        self.calls = CallRunner(config["max_message_size"], self.send_log, self.importer.explain)
+        self.calls = CallRunner(
+            config["max_message_size"],
+            self.send_log,
+            self.importer.explain,
+            self._send_reply,
+            _hand_over,
+        )
         self.disconnected = False
         self.loop = PollLoop()
         self.waker = Waker()
@@ -126,11 +134,19 @@ class ExternalContext:
 
     # Sending -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        """Write one frame to the parent; any thread may call this."""
-        with self._wlock:
+        """Write one frame to the parent; any thread may call this.  A cancelled call's interrupt
+        waits until the frame is written."""
+        with self.calls.uninterruptible(), self._wlock:
             if not write_parts_blocking(self.tx, msg.frame_parts(), self.write_pump()):
                 self.disconnected = True
                 raise ChannelError("the parent of context %r disconnected" % (self.name,))
+
+    def _send_reply(self, key: Any, data: Any) -> None:
+        """Answer call ``key`` (sender, reply handle) from an event loop thread."""
+        try:
+            self.send(Message(key[0], self.context_id, key[1], 0, data))
+        except ChannelError:
+            pass
 
     def send_log(self, kind: str, name: str, levelno: int, text: str) -> None:
         if self.disconnected:
@@ -350,6 +366,9 @@ class ExternalContext:
             self._stop_main()
         elif msg.handle == HANDLE_SPAWN:
             self._spawn_child(msg)
+        elif msg.handle == HANDLE_CANCEL:
+            key = (msg.src, Cancel.decode(msg.data).reply_to)
+            self.calls.cancel(key, self._is_queued)
         elif msg.handle == HANDLE_KILL:
             context_id = Kill.decode(msg.data).context_id
             if self.children is None or not self.children.kill(context_id):
@@ -357,6 +376,9 @@ class ExternalContext:
                 self._cancelled.add(context_id)
         else:
             self.log(30, "dropped a message for unknown handle %d" % msg.handle)
+
+    def _is_queued(self, key: Any) -> bool:
+        return any((msg.src, msg.reply_to) == key for msg in list(self._queue))
 
     def _bounce(self, msg: Message, reason: str) -> None:
         """Tell the sender that ``msg`` could not be delivered (if it wants an answer)."""
@@ -450,8 +472,8 @@ class ExternalContext:
         if msg.handle == HANDLE_SPAWN:
             self._fork(msg)
             return
-        data = self.calls.run(msg.data, bool(msg.reply_to))
-        if data is None:
+        data = self.calls.run(msg.data, (msg.src, msg.reply_to), bool(msg.reply_to))
+        if data is None or data is HANDED_OVER:
             return
         try:
             self.send(Message(msg.src, self.context_id, msg.reply_to, 0, data))
@@ -470,6 +492,8 @@ class ExternalContext:
             )
         )
         self._main_loop()
+        if self.calls.loops is not None:
+            self.calls.loops.stop()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -485,10 +509,14 @@ class ExternalContext:
         # Calls that arrived before a shutdown still run (the watchdog bounds how long).
         while self._queue or not self._stopping:
             if self._queue:
-                msg = self._queue.pop(0)
+                # ``current`` before the pop: a cancel looks in the queue, then at ``current``.
+                msg = self._queue[0]
+                self.calls.current = (msg.src, msg.reply_to)
+                self._queue.pop(0)
                 if not self._busy:
                     self._begin_call()
                 self._run_call(msg)
+                self.calls.current = None
                 self._call_ended = time.monotonic()
                 continue
             self._busy = False
@@ -531,6 +559,12 @@ def _run_fork_copy(old: ExternalContext, request: Spawn, sock_fd: int) -> None:
     start_runtime(ExternalContext(request.config, sock_fd, sock_fd))
 
 
+def _hand_over(*args: Any) -> None:
+    from .aloop import hand_over
+
+    hand_over(*args)
+
+
 def _redirect_stdio(context: ExternalContext) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -566,6 +600,7 @@ def start_runtime(context: ExternalContext) -> None:
         sys.meta_path.insert(0, LoggingHook(context.install_logging))
     sys.meta_path.append(context.importer)
     sys.argv = ["trimitogen:" + context.name]
+    context.calls.install_interrupt()
     context.run()
 
 

@@ -56,3 +56,12 @@ class CallError(Error):
         if self.remote_traceback:
             text += "\n--- remote traceback ---\n" + self.remote_traceback.rstrip("\n")
         return text
+
+
+class Cancelled(BaseException):
+    """Raised inside a function running in a child when its caller was cancelled.
+
+    A :class:`BaseException`, like :class:`trio.Cancelled`, so that ``except Exception`` in the
+    function does not swallow it.  It arrives at once, also while the function waits in a
+    blocking system call; the function may clean up, and should let it propagate.
+    """

@@ -15,6 +15,7 @@ from .errors import StreamError
 from .protocol import (
     HANDLE_ADD_ROUTE,
     HANDLE_CALL,
+    HANDLE_CANCEL,
     HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
     HANDLE_KILL,
@@ -360,6 +361,18 @@ def decode_spawn_answer(data: Any) -> Any:
     return SpawnFailed.from_value(value)
 
 
+class Cancel(Schema):
+    """Master to a context: the caller of the call answering on ``reply_to`` gave up.
+
+    A call still queued is dropped; a running one is interrupted (see :mod:`.calls`).
+    """
+
+    __slots__ = ("reply_to",)
+    reply_to: int
+    HANDLE = HANDLE_CANCEL
+    FIELDS = (("reply_to", _int),)
+
+
 class Shutdown:
     """Master to a context: exit once queued calls ran.  No body."""
 
@@ -383,4 +396,5 @@ HANDLES: Dict[str, Tuple[int, str, Type[Any]]] = {
     "KILL": (HANDLE_KILL, "master → intermediate", Kill),
     "ADD_ROUTE": (HANDLE_ADD_ROUTE, "intermediate → master", AddRoute),
     "DEL_ROUTE": (HANDLE_DEL_ROUTE, "intermediate → master", DelRoute),
+    "CANCEL": (HANDLE_CANCEL, "master → context", Cancel),
 }

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 CHILD_NAMES: Dict[str, str] = {
     "Error": "trimitogen.core.errors",
     "CallError": "trimitogen.core.errors",
+    "Cancelled": "trimitogen.core.errors",
+    "event_loop": "trimitogen.core.aloop",
     "ChannelError": "trimitogen.core.errors",
     "ConnectError": "trimitogen.core.errors",
     "HostKeyError": "trimitogen.core.errors",

@@ -51,6 +51,7 @@ HANDLE_SPAWN = 7  # master -> intermediate: start a child (a dict, see core/pare
 HANDLE_KILL = 8  # master -> intermediate: stop a child by force (its context id)
 HANDLE_ADD_ROUTE = 9  # intermediate -> master: a context now exists below (its id)
 HANDLE_DEL_ROUTE = 10  # intermediate -> master: contexts below are gone ([ids], reason)
+HANDLE_CANCEL = 11  # master -> context: stop the call that expects its reply on this handle
 FIRST_REPLY_HANDLE = 1000
 
 #: Flag: the message could not be delivered; its body is the reason (a str).
