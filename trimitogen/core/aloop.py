@@ -125,9 +125,7 @@ class Loops:
             loop.ended.acquire(True, STOP_GRACE)
 
 
-def hand_over(
-    runner: Any, fn: Any, coro: Any, key: Key, func_desc: str, wants_reply: bool
-) -> None:
+def hand_over(runner: Any, fn: Any, coro: Any, key: Key, func_desc: str, wants_reply: bool) -> None:
     """From the main thread: run coroutine ``coro`` (from ``fn``) in its loop; the loop thread
     sends the answer through ``runner``."""
     if runner.loops is None:
@@ -141,7 +139,8 @@ def hand_over(
         raise ImportError(
             "%s is a Trio coroutine function, but Trio could not be imported in this child "
             "(Python %d.%d): %s.  Install trio here, or mark the function "
-            "@trimitogen.event_loop('asyncio')" % (func_desc, sys.version_info[0], sys.version_info[1], exc)
+            "@trimitogen.event_loop('asyncio')"
+            % (func_desc, sys.version_info[0], sys.version_info[1], exc)
         ) from None
 
     def done(result: Any, exc: Optional[BaseException]) -> None:

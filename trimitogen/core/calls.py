@@ -226,4 +226,3 @@ def preload(names: Any) -> None:
     """Import ``names`` here (a fork server does this so its forks start warm)."""
     for name in names:
         __import__(name)
-
