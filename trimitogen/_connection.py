@@ -7,6 +7,7 @@ import collections
 import importlib.util
 import logging
 import os
+import signal
 from typing import Any
 
 import trio
@@ -17,6 +18,7 @@ from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
 from .core.messages import Cancel, DelRoute, GetModule, LoadModule, Log
+from .core.pgroup import POLL, group_alive, signal_group
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
@@ -503,7 +505,7 @@ class Connection:
 
     def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
-            self.process.kill()
+            signal_group(self.process.pid, signal.SIGKILL)
 
     def disconnect(self, reason: str) -> None:
         """Mark the connection dead and fail every waiting request with ``reason``."""
@@ -570,13 +572,27 @@ class Connection:
                 await self.exited.wait()
         process = self.process
         if process is not None:
+            # The child leads a process group: what it started goes with it.
             if process.returncode is None:
-                self.logger.debug("sending SIGTERM to pid %d", process.pid)
-                process.terminate()
+                self.logger.debug("sending SIGTERM to process group %d", process.pid)
+                signal_group(process.pid, signal.SIGTERM)
                 with trio.move_on_after(Grace.EXIT):
                     await process.wait()
             if process.returncode is None:
                 self.logger.warning("pid %d ignored SIGTERM: sending SIGKILL", process.pid)
-                process.kill()
+                signal_group(process.pid, signal.SIGKILL)
                 await process.wait()
+            await self._sweep_group(process.pid)
         self.disconnect(SHUT_DOWN)
+
+    async def _sweep_group(self, pgid: int) -> None:
+        """The child was reaped: end what is left of its process group (SIGTERM, then SIGKILL
+        after the grace), waiting only while something is left."""
+        for signum, wait in ((signal.SIGTERM, Grace.KILL), (signal.SIGKILL, 0.0)):
+            if not group_alive(pgid):
+                return
+            self.logger.debug("sending %s to what is left of process group %d", signum, pgid)
+            signal_group(pgid, signum)
+            with trio.move_on_after(wait):
+                while group_alive(pgid):
+                    await trio.sleep(POLL)

@@ -20,7 +20,7 @@ from ._payload import config_payload, runtime_payload
 from ._responder import ImportStats, ModuleResponder, module_names
 from ._route import SHUT_DOWN, ContextStatistics, Route
 from .core import calls
-from .core.errors import CallError, ChannelError, ConnectError, StreamError
+from .core.errors import CallError, ChannelError, ConnectError, StreamError, remote_error
 from .core.importer import ModulePolicy
 from .core.link import ERROR_CLASSES, Grace, connect_failure
 from .core.messages import Call, Kill, ReplyOk, Spawn, SpawnOk, decode_reply, decode_spawn_answer
@@ -165,7 +165,7 @@ class Context:
             raise StreamError("%s was refused: %s" % (what, exc)) from None
         if type(reply) is ReplyOk:
             return reply.value
-        raise CallError(reply.type_name, reply.message, reply.traceback)
+        raise remote_error(reply.type_name, reply.message, reply.traceback)
 
     async def call_no_reply(
         self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs

@@ -23,6 +23,7 @@ RUNTIME_MODULES = (
     "trimitogen.core.loop",
     "trimitogen.core.iologger",
     "trimitogen.core.calls",
+    "trimitogen.core.pgroup",
     "trimitogen.core.child",
 )
 

@@ -38,6 +38,7 @@ from .messages import (
     Spawn,
     SpawnFailed,
 )
+from .pgroup import end_group, lead_session
 from .protocol import (
     FLAG_DEAD,
     HANDLE_CALL,
@@ -184,6 +185,7 @@ class ExternalContext:
                 self.send_log("log", "trimitogen.child", 50, text)
                 os.write(2, ("trimitogen: I/O thread failed: %r\n" % (exc,)).encode())
             finally:
+                end_group()
                 os._exit(70)
 
     def write_pump(self) -> Any:
@@ -446,6 +448,7 @@ class ExternalContext:
     def _start_watchdog(self) -> None:
         def watchdog() -> None:
             select.select([], [], [], Grace.CALL_FINISH)
+            end_group()
             os._exit(0)
 
         _thread.start_new_thread(watchdog, ())
@@ -501,6 +504,7 @@ class ExternalContext:
                 pass
         os.write(self._main_done_w, b"x")
         self._io_done.acquire()
+        end_group()
 
     def _main_loop(self) -> None:
         poller = select.poll()
@@ -601,6 +605,7 @@ def start_runtime(context: ExternalContext) -> None:
     sys.meta_path.append(context.importer)
     sys.argv = ["trimitogen:" + context.name]
     context.calls.install_interrupt()
+    lead_session()
     context.run()
 
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import re
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Type
 
 
 class Error(Exception):
@@ -56,6 +61,66 @@ class CallError(Error):
         if self.remote_traceback:
             text += "\n--- remote traceback ---\n" + self.remote_traceback.rstrip("\n")
         return text
+
+    def __reduce__(self) -> Any:
+        return (remote_error, (self.type_name, self.message, self.remote_traceback))
+
+
+#: Built-in exceptions that stay plain :class:`CallError`: raising a StopIteration from a
+#: coroutine turns it into RuntimeError, and an exception group needs its members.
+_NOT_MIRRORED = frozenset(("StopIteration", "StopAsyncIteration", "ExceptionGroup"))
+
+_mirrors: Dict[str, Type[CallError]] = {}
+
+_ERRNO_MESSAGE = re.compile(r"\[Errno (-?\d+)\] (.*?)(?:: '(.*)')?\Z", re.DOTALL)
+
+
+def _mirror(name: str) -> Type[CallError]:
+    """``CallError`` that is also the built-in exception class ``name`` (or CallError)."""
+    cls = _mirrors.get(name)
+    if cls is None:
+        cls = CallError
+        base = getattr(builtins, name, None)
+        if (
+            name not in _NOT_MIRRORED
+            and isinstance(base, type)
+            and issubclass(base, Exception)
+            and base.__module__ == "builtins"
+        ):
+            # The class is named after what it mirrors, so a traceback in the master reads
+            # ``trimitogen.core.errors.RemoteValueError: builtins.ValueError: ...``.
+            try:
+                candidate = type("Remote" + name, (CallError, base), {"__module__": __name__})
+                str(candidate("builtins." + name, "probe", ""))
+                cls = candidate
+            except TypeError:
+                # A built-in whose constructor insists on its own arguments: mirror its base.
+                cls = _mirror(base.__mro__[1].__name__)
+        _mirrors[name] = cls
+    return cls
+
+
+def remote_error(type_name: str, message: str, remote_traceback: str = "") -> CallError:
+    """The exception to raise for a remote exception of class ``type_name``.
+
+    For a built-in exception class (``builtins.ValueError``) it is a :class:`CallError` that is
+    also an instance of that class, so ``except ValueError:`` catches it; an ``OSError`` gets its
+    ``errno``, ``strerror`` and ``filename`` back from the message.  Any other class gives a
+    plain :class:`CallError`: nothing a child sends becomes a class here.
+    """
+    cls = CallError
+    module, _, name = type_name.rpartition(".")
+    if module == "builtins":
+        cls = _mirror(name)
+    error = cls(type_name, message, remote_traceback)
+    if isinstance(error, OSError):
+        match = _ERRNO_MESSAGE.match(message)
+        error.errno, error.strerror, error.filename = (
+            (int(match.group(1)), match.group(2), match.group(3))
+            if match
+            else (None, message, None)
+        )
+    return error
 
 
 class Cancelled(BaseException):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 
 from .bootstrap import length_prefixed
 from .connect import ChildFds, PromptDialog, build_plan
@@ -27,6 +28,7 @@ from .messages import (
     SpawnFailed,
     SpawnOk,
 )
+from .pgroup import signal_group, sweep_group
 from .protocol import (
     HANDLE_ADD_ROUTE,
     HANDLE_DEL_ROUTE,
@@ -70,13 +72,9 @@ class ForkedProcess:
             os.kill(self.pid, signum)
 
     def terminate(self) -> None:
-        import signal
-
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        import signal
-
         self._signal(signal.SIGKILL)
 
 
@@ -96,20 +94,16 @@ class ProcessMonitor:
     def _wait(self) -> None:
         self.exit_status = self.process.wait()
         self._wake()
+        # The child led a process group: end what it left there (see core/pgroup.py).
+        sweep_group(self.process.pid)
 
     def terminate(self) -> None:
         if self.exit_status is None:
-            try:
-                self.process.terminate()
-            except OSError:
-                pass
+            signal_group(self.process.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         if self.exit_status is None:
-            try:
-                self.process.kill()
-            except OSError:
-                pass
+            signal_group(self.process.pid, signal.SIGKILL)
 
 
 def create_child(plan: Any) -> Tuple[Any, int, int]:
