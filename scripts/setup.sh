@@ -30,3 +30,13 @@ fi
 # mypy reads.  A new module file needs this script run again.
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,cli]' \
     --config-settings editable_mode=strict
+
+# Child interpreters too old for the master's Trio (it needs 3.10+) get a Trio of their own, so
+# the tests can show a child using its own Trio for Trio coroutine functions.
+for child in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.8.*/bin/python3 \
+             "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9.*/bin/python3; do
+    [ -x "$child" ] || continue
+    "$child" -c 'import trio' 2>/dev/null && continue
+    echo "setup: installing trio for $child" >&2
+    "$child" -m pip install -q --disable-pip-version-check trio
+done
