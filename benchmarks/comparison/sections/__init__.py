@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model import Section
-from . import fork, imports, local, logins
+from . import cancellation, fork, imports, local, logins
 
 SECTIONS: tuple[Section, ...] = (
     local.SECTION,
@@ -12,6 +12,7 @@ SECTIONS: tuple[Section, ...] = (
     logins.SSH,
     logins.SUDO,
     logins.HOP,
+    cancellation.SECTION,
 )
 
 NAMES = tuple(section.name for section in SECTIONS)
