@@ -96,6 +96,20 @@ class Importer:
             latch = Latch()
             first = fullname not in self._waiting
             self._waiting.setdefault(fullname, []).append(latch)
+        try:
+            return self._ask(fullname, latch, first)
+        except BaseException:
+            # A cancelled call (trimitogen.Cancelled) stops waiting here: the next request for
+            # the module must not wait for an answer to a request that was never sent.
+            with self._lock:
+                latches = self._waiting.get(fullname, [])
+                if latch in latches:
+                    latches.remove(latch)
+                if not latches:
+                    self._waiting.pop(fullname, None)
+            raise
+
+    def _ask(self, fullname: str, latch: Latch, first: bool) -> Record:
         if first:
             self._send(
                 Message(
