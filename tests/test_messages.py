@@ -24,11 +24,13 @@ from trimitogen.core.messages import (
     AddRoute,
     Call,
     Cancel,
+    Credit,
     DelRoute,
     GetModule,
     Kill,
     LoadModule,
     Log,
+    OpenStream,
     Ready,
     ReplyError,
     ReplyOk,
@@ -37,6 +39,7 @@ from trimitogen.core.messages import (
     Spawn,
     SpawnFailed,
     SpawnOk,
+    StreamEnd,
     decode_reply,
     decode_spawn_answer,
 )
@@ -82,6 +85,9 @@ VALID: dict[type[Schema], list[tuple[Any, ...]]] = {
     AddRoute: [(3,)],
     DelRoute: [([3, 4], "its process exited with status 1"), ((), "")],
     Cancel: [(1000,), (2**40,)],
+    OpenStream: [("os", "walk", ("/",), {}, 64, 1 << 20)],
+    Credit: [(1000, 32, 65536)],
+    StreamEnd: [("end",)],
 }
 
 BODY_CLASSES = list(VALID)
@@ -181,7 +187,7 @@ def test_handles_table_matches_the_protocol_numbers() -> None:
         assert number == cls.HANDLE
         assert "→" in direction
     assert len({number for number, _, _ in HANDLES.values()}) == len(HANDLES)
-    answers = {ReplyOk, ReplyError, SpawnOk, SpawnFailed}
+    answers = {ReplyOk, ReplyError, SpawnOk, SpawnFailed, StreamEnd}
     on_handles: set[type[Any]] = {cls for _, _, cls in HANDLES.values()}
     assert on_handles == (set(BODY_CLASSES) - answers) | {Shutdown}
 

@@ -105,6 +105,8 @@ class Connection:
         self.table.add(context_id, self, MASTER_ID)
         self.routes = {context_id: self.route}
         self.pending: dict[int, Reply] = {}
+        #: Open streams, by handle (see _streams.py).
+        self.streams: dict[int, Any] = {}
         #: Calls whose caller was cancelled, by reply handle: the context they were sent to.
         #: Their answer, when it comes, only says that the context finished them.
         self.abandoned: dict[int, int] = {}
@@ -165,6 +167,12 @@ class Connection:
         self._next_handle += 1
         reply = self.pending[handle] = Reply(target)
         return handle, reply
+
+    def new_stream_handle(self, stream: Any) -> int:
+        handle = self._next_handle
+        self._next_handle += 1
+        self.streams[handle] = stream
+        return handle
 
     def cancel_call(self, handle: int, target: int) -> None:
         """The caller of the request answering on ``handle`` gave up: tell ``target`` to stop
@@ -342,25 +350,25 @@ class Connection:
         route.messages_received += 1
         route.bytes_received += len(msg.data)
         handle = msg.handle
-        reply = self.pending.get(handle)
-        if reply is None and handle in self.abandoned:
-            if self.table.may_answer(msg.src, self.abandoned[handle], msg.is_dead):
-                del self.abandoned[handle]  # the context finished a call nobody waits for
-            return
-        if reply is not None:
-            if not self.table.may_answer(msg.src, reply.target, msg.is_dead):
-                # Only the context that was asked may answer: a reply is not a way for another
-                # context on this connection to put words in its mouth.
-                self.logger.warning(
-                    "dropped an answer to request %d from context %d: it was sent to context %d",
-                    handle,
-                    msg.src,
-                    reply.target,
-                )
-                return
+        # An answer (to a call, a stream, or a call whose caller gave up) comes only from the
+        # context that was asked: not a way for another context here to put words in its mouth.
+        waiter: Any = self.pending.get(handle) or self.streams.get(handle)
+        target = self.abandoned.get(handle) if waiter is None else waiter.target
+        if target is not None and not self.table.may_answer(msg.src, target, msg.is_dead):
+            self.logger.warning(
+                "dropped an answer to request %d from context %d: it was sent to context %d",
+                handle,
+                msg.src,
+                target,
+            )
+        elif type(waiter) is Reply:
             del self.pending[handle]
-            reply.msg = msg
-            reply.set()
+            waiter.msg = msg
+            waiter.set()
+        elif waiter is not None:
+            waiter.on_message(msg)  # a stream's item or end
+        elif target is not None:
+            del self.abandoned[handle]  # the context finished a call nobody waits for
         elif handle == HANDLE_LOG:
             self._on_log(route, msg)
         elif handle == HANDLE_GET_MODULE:
@@ -398,6 +406,9 @@ class Connection:
         for handle, target in list(self.abandoned.items()):
             if target in ids:
                 del self.abandoned[handle]
+        for stream in list(self.streams.values()):
+            if stream.target in ids:
+                stream.fail(self._routes_error(stream.target, doomed))
         for handle, reply in list(self.pending.items()):
             if reply.target in ids:
                 del self.pending[handle]
@@ -528,6 +539,9 @@ class Connection:
             target = self.routes.get(reply.target, self.route)
             reply.error = target.channel_error()
             reply.set()
+        self.abandoned.clear()
+        for stream in list(self.streams.values()):
+            stream.fail(self.routes.get(stream.target, self.route).channel_error())
 
     def close_fds(self) -> None:
         for side in (self.side, self.stderr):

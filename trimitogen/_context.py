@@ -7,8 +7,8 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ParamSpec, TypeVar, overload
 
 import trio
@@ -19,15 +19,26 @@ from ._methods import Method, local
 from ._payload import config_payload, runtime_payload
 from ._responder import ImportStats, ModuleResponder, module_names
 from ._route import SHUT_DOWN, ContextStatistics, Route
+from ._streams import WINDOW_BYTES, WINDOW_ITEMS, RemoteStream
 from .core import calls
 from .core.errors import CallError, ChannelError, ConnectError, StreamError, remote_error
 from .core.importer import ModulePolicy
 from .core.link import ERROR_CLASSES, Grace, connect_failure
-from .core.messages import Call, Kill, ReplyOk, Spawn, SpawnOk, decode_reply, decode_spawn_answer
+from .core.messages import (
+    Call,
+    Kill,
+    OpenStream,
+    ReplyOk,
+    Spawn,
+    SpawnOk,
+    decode_reply,
+    decode_spawn_answer,
+)
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HANDLE_CALL,
     HANDLE_KILL,
+    HANDLE_OPEN_STREAM,
     HANDLE_SHUTDOWN,
     HANDLE_SPAWN,
     MASTER_ID,
@@ -36,6 +47,7 @@ from .core.protocol import (
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 _context_ids = itertools.count(1)
 
@@ -166,6 +178,50 @@ class Context:
         if type(reply) is ReplyOk:
             return reply.value
         raise remote_error(reply.type_name, reply.message, reply.traceback)
+
+    @overload
+    def open_stream(
+        self, fn: Callable[P, AsyncIterator[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AbstractAsyncContextManager[trio.abc.ReceiveChannel[T]]: ...
+
+    @overload
+    def open_stream(
+        self, fn: Callable[P, Iterator[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AbstractAsyncContextManager[trio.abc.ReceiveChannel[T]]: ...
+
+    def open_stream(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> AbstractAsyncContextManager[trio.abc.ReceiveChannel[Any]]:
+        """Iterate generator function ``fn(*args, **kwargs)`` in the child; its items arrive
+        through the channel this block yields, with flow control (see :doc:`streams`).
+
+        ``async with ctx.open_stream(fn, ...) as items: async for item in items: ...``.  ``fn``
+        is found like :meth:`call`'s and may be a generator function (run on a thread of its
+        own in the child) or an async generator function (run in the child's event loop).
+        Leaving the block early closes the remote generator.
+        """
+        return self._stream(fn, args, kwargs)
+
+    @asynccontextmanager
+    async def _stream(
+        self, fn: Callable[..., Any], args: Any, kwargs: Any
+    ) -> AsyncIterator[trio.abc.ReceiveChannel[Any]]:
+        route = self._route
+        if route.dead_reason is not None:
+            raise route.channel_error()
+        conn = self._conn
+        request = self._request(fn, args, kwargs, 0)  # checks fn and the arguments
+        module, qualname, _, _ = Call.decode(request.data).astuple()
+        stream: RemoteStream[Any] = RemoteStream(
+            conn, route.context_id, self.name, "%s.%s" % (module, qualname)
+        )
+        stream.handle = conn.new_stream_handle(stream)
+        body = OpenStream.pack(module, qualname, args, kwargs, WINDOW_ITEMS, WINDOW_BYTES)
+        conn.send(Message(self.context_id, MASTER_ID, HANDLE_OPEN_STREAM, stream.handle, body))
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
 
     async def call_no_reply(
         self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs

@@ -40,6 +40,7 @@ LAZY_MODULES = (
     "trimitogen.core.package",
     "trimitogen.core.containers",
     "trimitogen.core.aloop",
+    "trimitogen.core.streams",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or

@@ -156,6 +156,22 @@ def hand_over(runner: Any, fn: Any, coro: Any, key: Key, func_desc: str, wants_r
     loop.submit(key, coro, done, key in runner.cancelled)
 
 
+def stream_async(streams: Any, fn: Any, key: Key, window: Any, agen: Any, func_desc: str) -> None:
+    """From a stream's thread: iterate async generator ``agen`` (from ``fn``) in its loop."""
+    runner = streams.context.calls
+    if runner.loops is None:
+        runner.loops = Loops()
+    kind = choose(fn)
+    try:
+        loop = runner.loops.get(kind)
+    except ImportError as exc:
+        raise ImportError(
+            "%s is a Trio async generator function, but Trio could not be imported in this "
+            "child: %s" % (func_desc, exc)
+        ) from None
+    loop.submit_stream(streams, key, window, agen)
+
+
 def _cancelled() -> Cancelled:
     return Cancelled("the caller cancelled this call")
 
@@ -229,6 +245,49 @@ class TrioLoop:
                 self.scopes.pop(key, None)
                 done(result, error)
 
+    def submit_stream(self, streams: Any, key: Key, window: Any, agen: Any) -> None:
+        self.token.run_sync_soon(self.nursery.start_soon, self._stream, streams, key, window, agen)
+
+    async def _stream(self, streams: Any, key: Key, window: Any, agen: Any) -> None:
+        trio = self.trio
+        error: Optional[BaseException] = None
+        with trio.CancelScope() as scope:
+            event = [trio.Event()]
+
+            def on_loop() -> None:
+                event[0].set()
+                if window.closed:
+                    scope.cancel()
+
+            def changed() -> None:  # on the I/O thread: a grant, or the consumer closed
+                try:
+                    self.token.run_sync_soon(on_loop)
+                except trio.RunFinishedError:
+                    pass
+
+            window.on_change = changed
+            on_loop()
+            try:
+                async for value in agen:
+                    while not window.ready():
+                        event[0] = trio.Event()
+                        if not window.ready():
+                            await event[0].wait()
+                    if window.closed:
+                        break
+                    streams._item(key, window, value)
+            except trio.Cancelled:
+                raise
+            except BaseException as exc:
+                error = exc
+            finally:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await agen.aclose()
+                    except BaseException as exc:
+                        error = error or exc
+        streams.finish(key, error)
+
     def cancel(self, key: Key) -> None:
         """From any thread."""
         self.token.run_sync_soon(self._cancel, key)
@@ -256,6 +315,7 @@ class AsyncioLoop:
         self.asyncio = asyncio
         self.loop = asyncio.new_event_loop()
         self.tasks: Dict[Key, Any] = {}
+        self._events: Dict[Key, Any] = {}
         self.cancelled: Set[Key] = set()
         self.ended = _thread.allocate_lock()
         self.ended.acquire()
@@ -301,6 +361,51 @@ class AsyncioLoop:
         finally:
             self.tasks.pop(key, None)
             done(result, error)
+
+    def submit_stream(self, streams: Any, key: Key, window: Any, agen: Any) -> None:
+        def start() -> None:  # on the loop's thread: an Event binds to the running loop
+            event = self._events[key] = self.asyncio.Event()
+            task = self.loop.create_task(self._stream(streams, key, window, agen))
+
+            def on_loop() -> None:
+                event.set()
+                if window.closed:
+                    task.cancel()
+
+            def changed() -> None:
+                try:
+                    self.loop.call_soon_threadsafe(on_loop)
+                except RuntimeError:
+                    pass  # the loop is closed
+
+            window.on_change = changed
+            on_loop()
+
+        self.loop.call_soon_threadsafe(start)
+
+    async def _stream(self, streams: Any, key: Key, window: Any, agen: Any) -> None:
+        asyncio = self.asyncio
+        event = self._events.pop(key)
+        error: Optional[BaseException] = None
+        try:
+            async for value in agen:
+                while not window.ready():
+                    event.clear()
+                    if not window.ready():
+                        await event.wait()
+                if window.closed:
+                    break
+                streams._item(key, window, value)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:
+            error = exc
+        finally:
+            try:
+                await agen.aclose()
+            except BaseException as exc:
+                error = error or exc
+        streams.finish(key, error)
 
     def cancel(self, key: Key) -> None:
         """From any thread."""

@@ -27,7 +27,7 @@ from .calls import HANDED_OVER, CallRunner
 from .errors import ChannelError, StreamError
 from .grace import Grace
 from .importer import Importer
-from .iologger import IoLogger, LoggingHook, install_forwarding, remove_forwarding
+from .iologger import IoLogger, LoggingHook, install_forwarding, redirect_stdio, remove_forwarding
 from .loop import POLLIN, PollLoop, Waker
 from .messages import (
     Cancel,
@@ -43,9 +43,11 @@ from .protocol import (
     FLAG_DEAD,
     HANDLE_CALL,
     HANDLE_CANCEL,
+    HANDLE_CREDIT,
     HANDLE_KILL,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
+    HANDLE_OPEN_STREAM,
     HANDLE_READY,
     HANDLE_SHUTDOWN,
     HANDLE_SPAWN,
@@ -126,6 +128,8 @@ class ExternalContext:
         self.waker = Waker()
         #: This context's own children, once it has any (see core/parent.py).
         self.children: Any = None
+        #: Its streams, once it was asked for one (see core/streams.py).
+        self.streams: Any = None
         self._forked: List[Any] = []
         self._io_thread: Optional[int] = None
         self._cancelled: Set[int] = set()
@@ -370,7 +374,12 @@ class ExternalContext:
             self._spawn_child(msg)
         elif msg.handle == HANDLE_CANCEL:
             key = (msg.src, Cancel.decode(msg.data).reply_to)
-            self.calls.cancel(key, self._is_queued)
+            if self.streams is None or not self.streams.cancel(key):
+                self.calls.cancel(key, self._is_queued)
+        elif msg.handle in (HANDLE_OPEN_STREAM, HANDLE_CREDIT):
+            from .streams import on_message
+
+            on_message(self, msg)
         elif msg.handle == HANDLE_KILL:
             context_id = Kill.decode(msg.data).context_id
             if self.children is None or not self.children.kill(context_id):
@@ -495,6 +504,8 @@ class ExternalContext:
             )
         )
         self._main_loop()
+        if self.streams is not None:
+            self.streams.close_all()
         if self.calls.loops is not None:
             self.calls.loops.stop()
         for stream in (sys.stdout, sys.stderr):
@@ -569,19 +580,6 @@ def _hand_over(*args: Any) -> None:
     hand_over(*args)
 
 
-def _redirect_stdio(context: ExternalContext) -> None:
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.close(null)
-    context.loggers = [
-        IoLogger(context.send_log, kind, fd) for kind, fd in (("stdout", 1), ("stderr", 2))
-    ]
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure: Optional[Callable[..., None]] = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            reconfigure(line_buffering=True)
-
-
 def main(read_exact: Callable[[int], bytes], stage1_fd: int = 0) -> None:
     """Entry point called by the bootstrap once the runtime's modules are loaded.
 
@@ -597,7 +595,7 @@ def main(read_exact: Callable[[int], bytes], stage1_fd: int = 0) -> None:
 
 def start_runtime(context: ExternalContext) -> None:
     """Take over stdio, logging and imports for ``context``, then run it until it ends."""
-    _redirect_stdio(context)
+    redirect_stdio(context)
     if "logging" in sys.modules:
         context.install_logging(sys.modules["logging"])
     else:

@@ -16,7 +16,7 @@ from .side import Side, wait_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any, Callable, Optional
 
     SendLog = Callable[[str, str, int, str], None]
 
@@ -140,3 +140,18 @@ def remove_forwarding(owner: Any) -> None:
         for handler in list(root.handlers):
             if getattr(handler, "trimitogen_context", None) is owner:
                 root.removeHandler(handler)
+
+
+def redirect_stdio(context: Any) -> None:
+    """Point fd 0 at /dev/null and fds 1 and 2 at pipes read by new :class:`IoLogger`\\ s of
+    ``context``; line-buffer Python's own streams so a line reaches the master when printed."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.close(null)
+    context.loggers = [
+        IoLogger(context.send_log, kind, fd) for kind, fd in (("stdout", 1), ("stderr", 2))
+    ]
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure: Optional[Callable[..., None]] = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)

@@ -16,11 +16,13 @@ from .protocol import (
     HANDLE_ADD_ROUTE,
     HANDLE_CALL,
     HANDLE_CANCEL,
+    HANDLE_CREDIT,
     HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
     HANDLE_KILL,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
+    HANDLE_OPEN_STREAM,
     HANDLE_READY,
     HANDLE_SHUTDOWN,
     HANDLE_SPAWN,
@@ -342,7 +344,10 @@ class DelRoute(Schema):
 
 def decode_reply(data: Any) -> Any:
     """A call's answer: :class:`ReplyOk` or :class:`ReplyError`."""
-    value = loads(data)
+    return _reply_from_value(loads(data))
+
+
+def _reply_from_value(value: Any) -> Any:
     if type(value) is tuple and len(value) == 2:
         return ReplyOk.from_value(value)
     if type(value) is tuple and len(value) == 4:
@@ -373,6 +378,58 @@ class Cancel(Schema):
     FIELDS = (("reply_to", _int),)
 
 
+class OpenStream(Schema):
+    """Master to a context: iterate ``module.qualname(*args, **kwargs)`` (a generator or an
+    async generator); its items go to the message's reply handle, at most ``items`` items and
+    about ``nbytes`` bytes ahead of the consumer's :class:`Credit`."""
+
+    __slots__ = ("args", "items", "kwargs", "module", "nbytes", "qualname")
+    module: str
+    qualname: str
+    args: Tuple[Any, ...]
+    kwargs: Dict[str, Any]
+    items: int
+    nbytes: int
+    HANDLE = HANDLE_OPEN_STREAM
+    FIELDS = (
+        ("module", _str),
+        ("qualname", _str),
+        ("args", _tuple),
+        ("kwargs", _dict),
+        ("items", _int),
+        ("nbytes", _int),
+    )
+
+
+class Credit(Schema):
+    """Master to a context: the consumer of stream ``reply_to`` took items; send more."""
+
+    __slots__ = ("items", "nbytes", "reply_to")
+    reply_to: int
+    items: int
+    nbytes: int
+    HANDLE = HANDLE_CREDIT
+    FIELDS = (("reply_to", _int), ("items", _int), ("nbytes", _int))
+
+
+class StreamEnd(Schema):
+    """Context to master, on a stream's handle: the generator is exhausted (or was closed).
+    Items travel as :class:`ReplyOk`, a failure as :class:`ReplyError`."""
+
+    __slots__ = ("end",)
+    end: str
+    FIELDS = (("end", _is(str)),)
+
+
+def decode_stream(data: Any) -> Any:
+    """What arrives on a stream's handle: :class:`ReplyOk` (an item), :class:`ReplyError` or
+    :class:`StreamEnd`."""
+    value = loads(data)
+    if type(value) is tuple and len(value) == 1:
+        return StreamEnd.from_value(value)
+    return _reply_from_value(value)
+
+
 class Shutdown:
     """Master to a context: exit once queued calls ran.  No body."""
 
@@ -397,4 +454,6 @@ HANDLES: Dict[str, Tuple[int, str, Type[Any]]] = {
     "ADD_ROUTE": (HANDLE_ADD_ROUTE, "intermediate → master", AddRoute),
     "DEL_ROUTE": (HANDLE_DEL_ROUTE, "intermediate → master", DelRoute),
     "CANCEL": (HANDLE_CANCEL, "master → context", Cancel),
+    "OPEN_STREAM": (HANDLE_OPEN_STREAM, "master → context", OpenStream),
+    "CREDIT": (HANDLE_CREDIT, "master → context", Credit),
 }

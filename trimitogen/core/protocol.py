@@ -52,6 +52,8 @@ HANDLE_KILL = 8  # master -> intermediate: stop a child by force (its context id
 HANDLE_ADD_ROUTE = 9  # intermediate -> master: a context now exists below (its id)
 HANDLE_DEL_ROUTE = 10  # intermediate -> master: contexts below are gone ([ids], reason)
 HANDLE_CANCEL = 11  # master -> context: stop the call that expects its reply on this handle
+HANDLE_OPEN_STREAM = 12  # master -> context: iterate a generator, items to the reply handle
+HANDLE_CREDIT = 13  # master -> context: the consumer of a stream may take this much more
 FIRST_REPLY_HANDLE = 1000
 
 #: Flag: the message could not be delivered; its body is the reason (a str).

@@ -1,0 +1,178 @@
+"""The master's end of a stream: a remote generator's items as a Trio receive channel.
+
+The consumer grants credit as it takes items (see :mod:`trimitogen.core.streams`): at most
+``WINDOW_ITEMS`` items and about ``WINDOW_BYTES`` bytes are ever on their way or buffered here,
+so a consumer that stops reading makes the remote generator wait, on every hop, instead of any
+process buffering without bound.  A child that sends more than it was granted ends the stream
+with :class:`~trimitogen.StreamError` (the connection itself carries on).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import trio
+
+from .core.errors import ChannelError, StreamError, remote_error
+from .core.messages import Cancel, Credit, ReplyOk, StreamEnd, decode_stream
+from .core.protocol import HANDLE_CANCEL, HANDLE_CREDIT, MASTER_ID, Message
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+T = TypeVar("T")
+
+#: The consumer's window: items, and bytes of encoded items, that may be in flight at once.
+WINDOW_ITEMS = 64
+WINDOW_BYTES = 4 * 1024 * 1024
+
+
+class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
+    """Items of a generator running in a context; made by :meth:`Context.open_stream`.
+
+    ``receive`` returns the next item, raises :class:`trio.EndOfChannel` once the generator is
+    exhausted, the remote exception (see :class:`~trimitogen.CallError`) if it raised,
+    :class:`~trimitogen.ChannelError` if the context is gone, and
+    :class:`trio.ClosedResourceError` after :meth:`aclose`.
+    """
+
+    def __init__(self, conn: Connection, target: int, name: str, what: str) -> None:
+        self._conn = conn
+        self.target = target
+        self._name = name
+        self._what = what
+        self.handle = 0
+        self._items: collections.deque[Any] = collections.deque()
+        self._failure: BaseException | None = None
+        self._ended = False  # the far side said it is done (end, error, or gone)
+        self._closed = False  # closed here
+        self._lot = trio.lowlevel.ParkingLot()
+        # Credit: what the far side may still send, and what was taken here but not granted.
+        self._granted_items = WINDOW_ITEMS
+        self._granted_bytes = WINDOW_BYTES
+        self._taken_items = 0
+        self._taken_bytes = 0
+
+    def __repr__(self) -> str:
+        return "<RemoteStream %s in context %r>" % (self._what, self._name)
+
+    # Called by the connection's reader ---------------------------------------------------------
+    def on_message(self, msg: Message) -> None:
+        if self._ended:
+            return
+        size = len(msg.data)
+        if self._closed:  # closed here: drop what was on its way, until the far side ends
+            if msg.is_dead or len(msg.data) < 64:
+                try:
+                    if msg.is_dead or type(decode_stream(msg.data)) is not ReplyOk:
+                        self._end(None)
+                except StreamError:
+                    self._end(None)
+            return
+        try:
+            if msg.is_dead:
+                raise ChannelError(
+                    "%s in context %r: %s"
+                    % (self._what, self._name, bytes(msg.data).decode("utf-8", "replace"))
+                )
+            body = decode_stream(msg.data)
+        except (ChannelError, StreamError) as exc:
+            self._end(exc)
+            return
+        if type(body) is ReplyOk:
+            if self._granted_items <= 0 or self._granted_bytes <= 0:
+                self._end(
+                    StreamError(
+                        "context %r sent an item of %s it was never given credit for: the "
+                        "stream is closed" % (self._name, self._what)
+                    )
+                )
+                self._cancel_remote()
+                return
+            self._granted_items -= 1
+            self._granted_bytes -= size
+            self._items.append((body.value, size))
+        elif type(body) is StreamEnd:
+            self._end(None)
+        else:
+            self._end(remote_error(body.type_name, body.message, body.traceback))
+        self._lot.unpark_all()
+
+    def fail(self, error: BaseException) -> None:
+        """The context is gone."""
+        self._end(error)
+
+    def _end(self, failure: BaseException | None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._failure = failure
+            self._conn.streams.pop(self.handle, None)
+        self._lot.unpark_all()
+
+    # The channel ------------------------------------------------------------------------------
+    async def receive(self) -> T:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the stream was closed")
+            if self._items:
+                value, size = self._items.popleft()
+                self._took(size)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return value  # type: ignore[no-any-return]
+            if self._ended:
+                if self._failure is not None:
+                    raise self._failure
+                raise trio.EndOfChannel
+            await self._lot.park()
+
+    def _took(self, size: int) -> None:
+        self._taken_items += 1
+        self._taken_bytes += size
+        # Grant in batches of half a window: one CREDIT per many items, never a stall.
+        if self._ended or (
+            self._taken_items < WINDOW_ITEMS // 2 and self._taken_bytes < WINDOW_BYTES // 2
+        ):
+            return
+        items, nbytes = self._taken_items, self._taken_bytes
+        self._taken_items = self._taken_bytes = 0
+        self._granted_items += items
+        self._granted_bytes += nbytes
+        try:
+            self._conn.send(
+                Message(
+                    self.target,
+                    MASTER_ID,
+                    HANDLE_CREDIT,
+                    0,
+                    Credit.pack(self.handle, items, nbytes),
+                )
+            )
+        except ChannelError:
+            pass  # the reader reports the end
+
+    def _cancel_remote(self) -> None:
+        try:
+            self._conn.send(
+                Message(self.target, MASTER_ID, HANDLE_CANCEL, 0, Cancel.pack(self.handle))
+            )
+        except ChannelError:
+            pass
+
+    async def aclose(self) -> None:
+        """Close the stream; a generator still running is closed in the child."""
+        if not self._closed:
+            self._closed = True
+            if not self._ended:
+                # Items on their way are dropped; the stream stays known until the far side
+                # says it closed the generator.
+                self._cancel_remote()
+            self._items.clear()
+            self._lot.unpark_all()
+        await trio.lowlevel.checkpoint()
+
+    @property
+    def buffered(self) -> int:
+        """Items received and not yet taken (at most the window)."""
+        return len(self._items)

@@ -1,0 +1,178 @@
+"""Streams in a child: a generator's items sent to the master as the consumer grants credit.
+
+An OPEN_STREAM names a generator function (or an async generator function) and the consumer's
+window: how many items, and about how many bytes, may be on their way at once.  The producer
+sends items while it has credit, then waits -- blocking its own thread for a sync generator,
+awaiting in the event loop for an async one -- until a CREDIT says the consumer took some.  So
+nothing between the generator and the consumer (this process, an intermediate, the master) holds
+more than one window of the stream, however slowly the consumer reads.
+
+A sync generator runs on a thread of its own, so a stalled stream never holds up the calls of
+the context; an async generator runs in the context's Trio or asyncio loop (see :mod:`.aloop`).
+A CANCEL for the stream, or the master leaving its ``async with`` early, closes the generator
+(``GeneratorExit`` at its ``yield``, or cancellation of the coroutine).
+"""
+
+from __future__ import annotations
+
+import _thread
+
+from .calls import describe_exception
+from .messages import Credit, OpenStream, ReplyOk, StreamEnd
+from .protocol import HANDLE_OPEN_STREAM, Message
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional, Tuple
+
+    Key = Tuple[int, int]
+
+
+class Window:
+    """Credit left for one stream; granted by the I/O thread, taken by the producer."""
+
+    def __init__(self, items: int, nbytes: int) -> None:
+        self.items = items
+        self.nbytes = nbytes
+        self.closed = False
+        self._cond_lock = _thread.allocate_lock()
+        self._waiter: Optional[Any] = None  # a held lock the sync producer waits on
+        #: For an async producer: called (on the I/O thread) after a grant or a close.
+        self.on_change: Optional[Callable[[], None]] = None
+
+    def grant(self, items: int, nbytes: int) -> None:
+        with self._cond_lock:
+            self.items += items
+            self.nbytes += nbytes
+        self._notify()
+
+    def close(self) -> None:
+        self.closed = True
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._cond_lock:
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.release()
+        if self.on_change is not None:
+            self.on_change()
+
+    def ready(self) -> bool:
+        """May one more item go (or is the stream closed)?"""
+        return self.closed or (self.items > 0 and self.nbytes > 0)
+
+    def take(self, nbytes: int) -> None:
+        with self._cond_lock:
+            self.items -= 1
+            self.nbytes -= nbytes  # may go below zero by one item: the next waits for credit
+
+    def wait_sync(self) -> None:
+        """Block until an item may go or the stream is closed."""
+        while True:
+            with self._cond_lock:
+                if self.closed or (self.items > 0 and self.nbytes > 0):
+                    return
+                waiter = self._waiter = _thread.allocate_lock()
+                waiter.acquire()
+            waiter.acquire()
+
+
+class Streams:
+    """The streams of one context, by key (the master's id, the stream's handle)."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self.by_key: Dict[Key, Window] = {}
+
+    def open(self, msg: Message) -> None:
+        """From the I/O thread: start the producer of an OPEN_STREAM."""
+        request = OpenStream.decode(msg.data, may_import=True)
+        key = (msg.src, msg.reply_to)
+        window = self.by_key[key] = Window(request.items, request.nbytes)
+        _thread.start_new_thread(self._produce, (key, request, window))
+
+    def credit(self, key: Key, items: int, nbytes: int) -> None:
+        window = self.by_key.get(key)
+        if window is not None:
+            window.grant(items, nbytes)
+
+    def cancel(self, key: Key) -> bool:
+        window = self.by_key.get(key)
+        if window is None:
+            return False
+        window.close()
+        return True
+
+    def close_all(self) -> None:
+        for window in list(self.by_key.values()):
+            window.close()
+
+    # The producer ------------------------------------------------------------------------------
+    def _send(self, key: Key, body: Any) -> None:
+        self.context.send(Message(key[0], self.context.context_id, key[1], 0, body))
+
+    def _item(self, key: Key, window: Window, value: Any) -> None:
+        encoded = ReplyOk.pack(True, value)
+        limit = self.context.calls.max_message_size
+        if len(encoded) > limit:
+            raise ValueError(
+                "a stream item encodes to %d bytes, over the %d-byte message limit"
+                % (len(encoded), limit)
+            )
+        window.take(len(encoded))
+        self._send(key, encoded)
+
+    def _produce(self, key: Key, request: Any, window: Window) -> None:
+        desc = "%s.%s" % (request.module, request.qualname)
+        generator: Any = None
+        try:
+            try:
+                fn = self.context.calls.resolve(request.module, request.qualname)
+                generator = fn(*request.args, **request.kwargs)
+                if hasattr(generator, "__anext__"):
+                    from .aloop import stream_async
+
+                    stream_async(self, fn, key, window, generator, desc)
+                    generator = None  # the event loop closes it
+                    return
+                if not hasattr(generator, "__next__"):
+                    raise TypeError(
+                        "%s returned %s, not a generator: open_stream needs a generator "
+                        "function" % (desc, type(generator).__name__)
+                    )
+                for value in generator:
+                    window.wait_sync()  # a full window: the generator waits here
+                    if window.closed:
+                        break
+                    self._item(key, window, value)
+            finally:
+                if generator is not None and hasattr(generator, "close"):
+                    generator.close()  # GeneratorExit at its yield when left early
+            self.finish(key, None)
+        except BaseException as exc:
+            self.finish(key, exc)
+
+    def finish(self, key: Key, exc: Optional[BaseException]) -> None:
+        """The stream ended (``exc`` None), or failed: say so and forget it."""
+        window = self.by_key.pop(key, None)
+        if exc is not None and not (window is not None and window.closed):
+            body = describe_exception(exc, self.context.calls.explain).encode()
+        else:
+            body = StreamEnd.pack("closed" if window is not None and window.closed else "end")
+        try:
+            self._send(key, body)
+        except Exception:
+            pass
+
+
+def on_message(context: Any, msg: Message) -> None:
+    """From the I/O thread: an OPEN_STREAM or a CREDIT for ``context``."""
+    if msg.handle == HANDLE_OPEN_STREAM:
+        if context.streams is None:
+            context.streams = Streams(context)
+        context.streams.open(msg)
+        return
+    credit = Credit.decode(msg.data)
+    if context.streams is not None:
+        context.streams.credit((msg.src, credit.reply_to), credit.items, credit.nbytes)
