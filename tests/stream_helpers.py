@@ -1,0 +1,124 @@
+"""Generator functions the stream tests iterate in child contexts (sent over the wire, 3.8+)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import trio
+
+PRODUCED: list[int] = []
+EVENTS: list[str] = []
+
+
+def produced() -> int:
+    return len(PRODUCED)
+
+
+def events() -> list[str]:
+    return list(EVENTS)
+
+
+def reset() -> None:
+    del PRODUCED[:]
+    del EVENTS[:]
+
+
+def count(n: int) -> Iterator[int]:
+    yield from range(n)
+
+
+def chunks(n: int, size: int) -> Iterator[bytes]:
+    """``n`` chunks of ``size`` bytes, each made only when asked for; counted in PRODUCED."""
+    try:
+        for i in range(n):
+            PRODUCED.append(i)
+            yield bytes([i % 256]) * size
+    finally:
+        EVENTS.append("chunks closed after %d" % len(PRODUCED))
+
+
+def endless() -> Iterator[int]:
+    i = 0
+    try:
+        while True:
+            yield i
+            i += 1
+    except GeneratorExit:
+        EVENTS.append("GeneratorExit")
+        raise
+
+
+def fail_after(n: int) -> Iterator[int]:
+    yield from range(n)
+    raise KeyError("after %d" % n)
+
+
+def returns_early() -> Iterator[int]:
+    yield 1
+    return
+
+
+def slow_items(delay: float) -> Iterator[int]:
+    i = 0
+    while True:
+        time.sleep(delay)
+        yield i
+        i += 1
+
+
+async def trio_count(n: int) -> AsyncIterator[int]:
+    try:
+        for i in range(n):
+            await trio.sleep(0)
+            yield i
+    except trio.Cancelled:
+        EVENTS.append("trio stream cancelled")
+        raise
+
+
+async def trio_endless() -> AsyncIterator[int]:
+    i = 0
+    try:
+        while True:
+            await trio.sleep(0.001)
+            yield i
+            i += 1
+    except BaseException as exc:
+        EVENTS.append("trio endless ended by %s" % type(exc).__name__)
+        raise
+
+
+def not_a_generator() -> int:
+    return 1
+
+
+def flood_without_credit(extra: int) -> Iterator[int]:
+    """A hostile producer: yields one item, then sends ``extra`` more straight onto the wire,
+    ignoring its window."""
+    from trimitogen.core.messages import ReplyOk
+    from trimitogen.core.protocol import Message
+    from trimitogen.core.streams import Streams
+
+    yield 0
+    (streams,) = [obj for obj in gc.get_objects() if type(obj) is Streams]
+    (key,) = list(streams.by_key)
+    for i in range(extra):
+        streams.context.send(
+            Message(key[0], streams.context.context_id, key[1], 0, ReplyOk.pack(True, i))
+        )
+    yield 1
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def echo(value: Any) -> Any:
+    return value

@@ -1,0 +1,188 @@
+"""Streams from remote generators: order, early close, errors, death, flow control, hostility.
+
+Locally and at the end of an ssh → sudo chain.  Flow control is shown by counting what the remote
+generator produced while the consumer does not read (never more than a window ahead), and by the
+memory of the master and the child staying within a few windows while a generator that could
+send 1 GiB waits, as calls on the same context keep answering.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+import trimitogen as tm
+from tests import stream_helpers as sh
+from tests.conftest import WAIT
+from tests.infra import SshServer, Users
+from tests.test_methods import SYSTEM_PYTHON, ssh_method
+from trimitogen._streams import WINDOW_BYTES, WINDOW_ITEMS
+
+MIB = 1024 * 1024
+
+
+async def drain(ctx: tm.Context, fn: Any, *args: Any, into: list[Any] | None = None) -> list[Any]:
+    """Every item of ``fn(*args)``'s stream (appended to ``into`` as they come)."""
+    got = [] if into is None else into
+    async with ctx.open_stream(fn, *args) as items:
+        async for item in items:
+            got.append(item)
+    return got
+
+
+async def drain_channel(items: trio.abc.ReceiveChannel[Any]) -> None:
+    async for _ in items:
+        pass
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _servers_first(sshd: SshServer, users: Users) -> None:
+    """Start the session's sshd before any test's leftover-process check takes its snapshot."""
+
+
+@pytest.fixture(params=["local", "ssh-sudo"])
+async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
+    with trio.fail_after(WAIT):
+        if request.param == "ssh-sudo":
+            sshd = request.getfixturevalue("sshd")
+            users = request.getfixturevalue("users")
+            login = ssh_method(sshd, user=users.sudo.name, password=users.sudo.password)
+            async with tm.open_context(login) as hop:
+                method = tm.sudo(users.nopw.name, python=SYSTEM_PYTHON)
+                async with tm.open_context(method, via=hop) as ctx:
+                    yield ctx
+            return
+        async with tm.open_context(tm.local()) as ctx:
+            yield ctx
+
+
+async def test_items_arrive_in_order_and_the_stream_ends(where: tm.Context) -> None:
+    with trio.fail_after(WAIT):
+        async with where.open_stream(sh.count, 1000) as items:
+            assert isinstance(items, trio.abc.ReceiveChannel)
+            got = [item async for item in items]
+            with pytest.raises(trio.EndOfChannel):
+                await items.receive()
+    assert got == list(range(1000))
+    with pytest.raises(trio.ClosedResourceError):
+        await items.receive()
+
+
+async def test_async_generators_under_trio(where: tm.Context) -> None:
+    with trio.fail_after(WAIT):
+        async with where.open_stream(sh.trio_count, 50) as items:
+            assert [item async for item in items] == list(range(50))
+
+
+async def test_leaving_early_closes_the_remote_generator(where: tm.Context) -> None:
+    await where.call(sh.reset)
+    with trio.fail_after(WAIT):
+        async with where.open_stream(sh.endless) as items:
+            async for item in items:
+                if item == 300:
+                    break
+        while "GeneratorExit" not in await where.call(sh.events):
+            await trio.sleep(0.01)
+        async with where.open_stream(sh.trio_endless) as aitems:
+            assert await aitems.receive() == 0
+        while not any("trio endless ended" in e for e in await where.call(sh.events)):
+            await trio.sleep(0.01)
+
+
+async def test_cancelling_the_consumer_closes_the_generator(ctx: tm.Context) -> None:
+    await ctx.call(sh.reset)
+    with trio.move_on_after(0.5) as scope:
+        async with ctx.open_stream(sh.slow_items, 0.01) as items:
+            async for _ in items:
+                pass
+    assert scope.cancelled_caught
+    with trio.fail_after(WAIT):
+        assert await ctx.call(sh.echo, 5) == 5
+
+
+async def test_a_remote_exception_ends_the_iteration(where: tm.Context) -> None:
+    got: list[int] = []
+    with trio.fail_after(WAIT), pytest.raises(KeyError) as info:
+        await drain(where, sh.fail_after, 3, into=got)
+    assert got == [0, 1, 2]
+    assert isinstance(info.value, tm.CallError)
+    assert "after 3" in info.value.message
+
+
+async def test_a_generator_may_stop_on_its_own(ctx: tm.Context) -> None:
+    async with ctx.open_stream(sh.returns_early) as items:
+        assert [item async for item in items] == [1]
+
+
+async def test_a_function_that_is_not_a_generator_is_refused(ctx: tm.Context) -> None:
+    with pytest.raises(TypeError, match="not a generator"):
+        async with ctx.open_stream(sh.not_a_generator) as items:  # type: ignore[call-overload]
+            await items.receive()
+
+
+async def test_a_context_that_dies_mid_stream_gives_channel_error() -> None:
+    with trio.fail_after(WAIT):
+        async with (
+            tm.open_context(tm.local()) as ctx,
+            ctx.open_stream(sh.slow_items, 0.01) as items,
+        ):
+            assert await items.receive() == 0
+            assert ctx.pid is not None
+            os.kill(ctx.pid, 9)
+            with pytest.raises(tm.ChannelError):
+                await drain_channel(items)
+
+
+async def test_a_stalled_consumer_makes_the_producer_wait(where: tm.Context) -> None:
+    """The generator could send 1 GiB; the consumer takes 8 items then stops.  The producer is
+    never more than a window ahead, the memory of the master and the child stay within a few
+    windows, and calls on the same context keep answering meanwhile."""
+    size = 1 * MIB
+    await where.call(sh.reset)
+    master_before = sh.rss_kib()
+    child_before = await where.call(sh.rss_kib)
+    with trio.fail_after(WAIT):
+        async with where.open_stream(sh.chunks, 1024, size) as items:
+            for expected in range(8):
+                chunk = await items.receive()
+                assert chunk == bytes([expected]) * size
+            # Let the producer run as far as it can.
+            last = -1
+            while (now := await where.call(sh.produced)) != last:
+                last = now
+                await trio.sleep(0.3)
+            window_items = min(WINDOW_ITEMS, WINDOW_BYTES // size + 1)
+            assert 8 <= last <= 8 + window_items + 1, last
+            for _ in range(20):
+                assert await where.call(sh.echo, "still answering") == "still answering"
+            master_growth = (sh.rss_kib() - master_before) * 1024
+            child_growth = (await where.call(sh.rss_kib) - child_before) * 1024
+            assert master_growth < 4 * WINDOW_BYTES + 32 * MIB, master_growth
+            assert child_growth < 4 * WINDOW_BYTES + 32 * MIB, child_growth
+            # Reading on resumes the stream.
+            for expected in range(8, 40):
+                assert await items.receive() == bytes([expected % 256]) * size
+    with trio.fail_after(WAIT):
+        while not any(e.startswith("chunks closed") for e in await where.call(sh.events)):
+            await trio.sleep(0.01)
+
+
+async def test_a_child_sending_beyond_its_credit_is_refused(ctx: tm.Context) -> None:
+    extra = WINDOW_ITEMS * 3
+    with trio.fail_after(WAIT):
+        async with ctx.open_stream(sh.flood_without_credit, extra) as items:
+            await trio.sleep(1.0)  # let the flood arrive unread
+            with pytest.raises(tm.StreamError, match="never given credit"):
+                await drain_channel(items)
+        assert await ctx.call(sh.echo, "alive") == "alive"  # the connection survives
+
+
+async def test_statistics_show_no_stream_left(ctx: tm.Context) -> None:
+    async with ctx.open_stream(sh.count, 10) as items:
+        assert [i async for i in items] == list(range(10))
+    conn: Any = ctx._conn  # the registry is internal; nothing may stay in it
+    assert not conn.streams
