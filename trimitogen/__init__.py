@@ -20,6 +20,7 @@ from ._context import Context as Context
 from ._context import open_context as open_context
 from ._fdio import iter_read as iter_read
 from ._fdio import write_all as write_all
+from ._files import TreeResult as TreeResult
 from ._group import FdLimitError as FdLimitError
 from ._group import Group as Group
 from ._group import GroupStatistics as GroupStatistics

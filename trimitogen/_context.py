@@ -13,7 +13,9 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import trio
 
+from . import _files
 from ._connection import spawn
+from ._files import Progress, TreeResult
 from ._funcref import function_reference
 from ._methods import Method, local
 from ._payload import config_payload, runtime_payload
@@ -222,6 +224,55 @@ class Context:
             yield stream
         finally:
             await stream.aclose()
+
+    async def put_file(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str,
+        *,
+        mode: int | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Copy a local file to ``remote_path`` here, atomically; see :doc:`files`."""
+        return await _files.put_file(self, local_path, remote_path, mode=mode, progress=progress)
+
+    async def get_file(
+        self,
+        remote_path: str,
+        local_path: str | os.PathLike[str],
+        *,
+        mode: int | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Copy ``remote_path`` from here to a local file, atomically; see :doc:`files`."""
+        return await _files.get_file(self, remote_path, local_path, mode=mode, progress=progress)
+
+    async def put_tree(
+        self,
+        local_dir: str | os.PathLike[str],
+        remote_dir: str,
+        *,
+        checksum: bool = False,
+        progress: Progress | None = None,
+    ) -> TreeResult:
+        """Copy a local directory tree here, skipping files that match; see :doc:`files`."""
+        return await _files.put_tree(
+            self, local_dir, remote_dir, checksum=checksum, progress=progress
+        )
+
+    async def get_tree(
+        self,
+        remote_dir: str,
+        local_dir: str | os.PathLike[str],
+        *,
+        checksum: bool = False,
+        progress: Progress | None = None,
+    ) -> TreeResult:
+        """Copy a directory tree from here to a local one, skipping files that match; see
+        :doc:`files`."""
+        return await _files.get_tree(
+            self, remote_dir, local_dir, checksum=checksum, progress=progress
+        )
 
     async def call_no_reply(
         self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs

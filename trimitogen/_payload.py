@@ -41,6 +41,7 @@ LAZY_MODULES = (
     "trimitogen.core.containers",
     "trimitogen.core.aloop",
     "trimitogen.core.streams",
+    "trimitogen.core.files",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or

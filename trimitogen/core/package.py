@@ -59,6 +59,7 @@ MASTER_ONLY = frozenset(
     (
         "Context",
         "ContextStatistics",
+        "TreeResult",
         "ImportStats",
         "Latch",
         "iter_read",

@@ -1,0 +1,257 @@
+"""File transfers between the master and a context: streamed, atomic, mode and mtime kept.
+
+``get_file`` reads the remote file as a stream (flow-controlled, see :mod:`._streams`) into a
+temporary file beside the local target; ``put_file`` sends the local file in batches of chunks,
+each batch a call, so at most :data:`PUT_BATCH` chunks are ever in flight.  Both rename over the
+target only when the whole file arrived (see :mod:`trimitogen.core.files` for the remote side).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .core import files as remote
+from .core.errors import CallError
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+#: Bytes per chunk, and chunks per call of a put (the most a put has in flight).
+CHUNK = remote.CHUNK
+PUT_BATCH = 4
+
+#: ``progress(done_bytes, total_bytes)``, called after every chunk.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TreeResult:
+    """What a tree transfer did: relative paths copied and skipped (already the same)."""
+
+    copied: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+class _Naming:
+    """Puts the operation, the path and the context in front of a remote error's message."""
+
+    def __init__(self, ctx: Context, verb: str, path: str) -> None:
+        self.what = "%s %r in context %r" % (verb, path, ctx.name)
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, _type: Any, exc: BaseException | None, _tb: Any) -> None:
+        if isinstance(exc, CallError) and not exc.message.startswith(self.what):
+            exc.message = "%s: %s" % (self.what, exc.message)
+
+
+async def put_file(
+    ctx: Context,
+    local_path: str | os.PathLike[str],
+    remote_path: str,
+    *,
+    mode: int | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Copy a local file to ``remote_path`` in ``ctx``; the number of bytes copied.
+
+    The file is written beside the target and renamed over it once complete, with ``mode``
+    (default: the local file's) and the local file's modification time.  Cancelled or failed
+    half-way, it leaves the target as it was and no temporary file.
+    """
+    local = os.fspath(local_path)
+    with _Naming(ctx, "put_file to", remote_path), open(local, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError("%s is not a regular file" % local)
+        total = st.st_size
+        token = await ctx.call(remote.begin_write, remote_path)
+        done = 0
+        try:
+            while True:
+                batch = []
+                for _ in range(PUT_BATCH):
+                    data = await trio.to_thread.run_sync(f.read, CHUNK)
+                    if not data:
+                        break
+                    batch.append(data)
+                if not batch:
+                    break
+                done += await ctx.call(remote.write_chunks, token, batch)
+                if progress is not None:
+                    progress(done, total)
+            await ctx.call(
+                remote.commit_write,
+                token,
+                stat.S_IMODE(st.st_mode) if mode is None else mode,
+                st.st_mtime,
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await ctx.call(remote.abort_write, token)
+                except Exception:
+                    pass  # the context is gone: its own exit removes the file
+            raise
+    return done
+
+
+async def get_file(
+    ctx: Context,
+    remote_path: str,
+    local_path: str | os.PathLike[str],
+    *,
+    mode: int | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Copy ``remote_path`` of ``ctx`` to a local file; the number of bytes copied.
+
+    Streamed with flow control (a file larger than memory works), written beside the local
+    target and renamed over it once complete, with ``mode`` (default: the remote file's) and
+    the remote modification time.  Cancelled or failed half-way, it leaves no partial file.
+    """
+    local = os.path.abspath(os.fspath(local_path))
+    directory, name = os.path.split(local)
+    fd, temp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part", dir=directory)
+    done = 0
+    try:
+        with _Naming(ctx, "get_file from", remote_path), os.fdopen(fd, "wb") as out:
+            async with ctx.open_stream(remote.read_file, remote_path) as items:
+                remote_mode, total, mtime = await items.receive()
+                async for data in items:
+                    await trio.to_thread.run_sync(out.write, data)
+                    done += len(data)
+                    if progress is not None:
+                        progress(done, total)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, remote_mode if mode is None else mode)
+        os.utime(temp, (mtime, mtime))
+        os.replace(temp, local)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    return done
+
+
+def _local_tree(top: str) -> dict[str, tuple[int, int, float]]:
+    found = {}
+    for root, _dirs, names in os.walk(top):
+        for name in names:
+            full = os.path.join(root, name)
+            st = os.lstat(full)
+            if stat.S_ISREG(st.st_mode):
+                found[os.path.relpath(full, top)] = (
+                    stat.S_IMODE(st.st_mode),
+                    st.st_size,
+                    st.st_mtime,
+                )
+    return found
+
+
+def _same(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
+    """Same size and (to the second, which every filesystem keeps) the same mtime."""
+    return a[1] == b[1] and int(a[2]) == int(b[2])
+
+
+async def _unchanged(
+    ctx: Context,
+    info: tuple[int, int, float],
+    other: tuple[int, int, float] | None,
+    local: str,
+    remote_path: str,
+    checksum: bool,
+) -> bool:
+    """Is the copy at the destination already the same (size and mtime; with ``checksum``,
+    also the SHA-256 of both)?"""
+    if other is None or not _same(info, other):
+        return False
+    if not checksum:
+        return True
+    theirs = await ctx.call(remote.file_digest, remote_path)
+    return bool(theirs == await trio.to_thread.run_sync(remote.file_digest, local))
+
+
+async def put_tree(
+    ctx: Context,
+    local_dir: str | os.PathLike[str],
+    remote_dir: str,
+    *,
+    checksum: bool = False,
+    progress: Progress | None = None,
+) -> TreeResult:
+    """Copy a local directory tree into ``remote_dir``, skipping files whose size and mtime
+    (with ``checksum``, SHA-256) already match; each file is copied as by :func:`put_file`."""
+    top = os.fspath(local_dir)
+    mine = _local_tree(top)
+    theirs = await ctx.call(remote.tree_info, remote_dir)
+    total = sum(info[1] for info in mine.values())
+    done = 0
+    copied, skipped = [], []
+    for rel, info in sorted(mine.items()):
+        src = os.path.join(top, rel)
+        target = os.path.join(remote_dir, rel)
+        if await _unchanged(ctx, info, theirs.get(rel), src, target, checksum):
+            skipped.append(rel)
+            done += info[1]
+            continue
+        await ctx.call(remote.make_dirs, os.path.dirname(target))
+        base = done
+
+        def step(n: int, _total: int, base: int = base) -> None:
+            if progress is not None:
+                progress(base + n, total)
+
+        done += await put_file(ctx, src, target, progress=step)
+        copied.append(rel)
+    if progress is not None:
+        progress(done, total)
+    return TreeResult(tuple(copied), tuple(skipped))
+
+
+async def get_tree(
+    ctx: Context,
+    remote_dir: str,
+    local_dir: str | os.PathLike[str],
+    *,
+    checksum: bool = False,
+    progress: Progress | None = None,
+) -> TreeResult:
+    """Copy a remote directory tree into ``local_dir``, skipping files that already match
+    (as :func:`put_tree` does); each file is copied as by :func:`get_file`."""
+    top = os.fspath(local_dir)
+    theirs: dict[str, Any] = await ctx.call(remote.tree_info, remote_dir)
+    mine = _local_tree(top) if os.path.isdir(top) else {}
+    total = sum(info[1] for info in theirs.values())
+    done = 0
+    copied, skipped = [], []
+    for rel, info in sorted(theirs.items()):
+        dst = os.path.join(top, rel)
+        source = os.path.join(remote_dir, rel)
+        if await _unchanged(ctx, tuple(info), mine.get(rel), dst, source, checksum):
+            skipped.append(rel)
+            done += info[1]
+            continue
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        base = done
+
+        def step(n: int, _total: int, base: int = base) -> None:
+            if progress is not None:
+                progress(base + n, total)
+
+        done += await get_file(ctx, source, dst, progress=step)
+        copied.append(rel)
+    if progress is not None:
+        progress(done, total)
+    return TreeResult(tuple(copied), tuple(skipped))
