@@ -97,6 +97,14 @@ def no_leftover_processes() -> Iterator[None]:
     assert not left, "the test left child processes behind: %s" % sorted(left)
 
 
+@pytest.fixture(scope="module")
+def servers_first(request: pytest.FixtureRequest) -> None:
+    """The session's sshd and throwaway users, started before the module's first test: a test
+    that starts them itself would see the sshd as a process it left behind."""
+    request.getfixturevalue("sshd")
+    request.getfixturevalue("users")
+
+
 def _open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 

@@ -27,9 +27,9 @@ import trio
 import trimitogen as tm
 from tests import cancel_helpers as ch
 from tests import trio_helpers as th
+from tests.chains import shared_directory, ssh_sudo
 from tests.conftest import REPO, WAIT, discover_interpreters
-from tests.infra import SshServer, Users
-from tests.test_methods import SYSTEM_PYTHON, process_gone, ssh_method
+from tests.test_methods import process_gone
 
 #: Far longer than any step below may take: reaching it means the cancel did not work.
 LONG = 30.0
@@ -51,9 +51,7 @@ NEWEST = _versions()[-1][1]
 WHERE = ["local", "oldest", "newest", "ssh-sudo"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _servers_first(sshd: SshServer, users: Users) -> None:
-    """Start the session's sshd before any test's leftover-process check takes its snapshot."""
+pytestmark = pytest.mark.usefixtures("servers_first")
 
 
 @pytest.fixture(params=WHERE)
@@ -61,13 +59,9 @@ async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
     kind = request.param
     with trio.fail_after(WAIT):
         if kind == "ssh-sudo":
-            sshd = request.getfixturevalue("sshd")
-            users = request.getfixturevalue("users")
-            login = ssh_method(sshd, user=users.sudo.name, password=users.sudo.password)
-            async with tm.open_context(login) as hop:
-                method = tm.sudo(users.nopw.name, python=SYSTEM_PYTHON)
-                async with tm.open_context(method, via=hop) as ctx:
-                    yield ctx
+            chain = ssh_sudo(request.getfixturevalue("sshd"), request.getfixturevalue("users"))
+            async with chain as ctx:
+                yield ctx
             return
         python: Any = {
             "local": None,
@@ -245,12 +239,7 @@ async def test_a_context_ends_with_its_coroutines_cancelled(tmp_path: Path) -> N
 # -- 4. nothing left behind -------------------------------------------------------------------
 @pytest.fixture
 def shared_tmp(tmp_path: Path) -> Path:
-    tmp_path.chmod(0o777)
-    for parent in tmp_path.parents:
-        if parent == Path("/tmp"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o711)
-    return tmp_path
+    return shared_directory(tmp_path)
 
 
 async def wait_gone(pids: list[int]) -> None:
@@ -265,14 +254,10 @@ async def test_processes_a_call_started_end_with_the_context(
 ) -> None:
     with trio.fail_after(WAIT):
         if kind == "ssh-sudo":
-            sshd = request.getfixturevalue("sshd")
-            users = request.getfixturevalue("users")
-            login = ssh_method(sshd, user=users.sudo.name, password=users.sudo.password)
-            async with tm.open_context(login) as hop:
-                method = tm.sudo(users.nopw.name, python=SYSTEM_PYTHON)
-                async with tm.open_context(method, via=hop) as ctx:
-                    pids = await ctx.call(ch.start_background, str(shared_tmp))
-                    assert not any(process_gone(pid) for pid in pids)
+            chain = ssh_sudo(request.getfixturevalue("sshd"), request.getfixturevalue("users"))
+            async with chain as ctx:
+                pids = await ctx.call(ch.start_background, str(shared_tmp))
+                assert not any(process_gone(pid) for pid in pids)
         else:
             here: tm.Method = tm.local() if kind == "local" else tm.fork()
             async with tm.open_context(here) as ctx:

@@ -17,9 +17,8 @@ import trio
 
 import trimitogen as tm
 from tests import stream_helpers as sh
+from tests.chains import ssh_sudo
 from tests.conftest import WAIT
-from tests.infra import SshServer, Users
-from tests.test_methods import SYSTEM_PYTHON, ssh_method
 from trimitogen._streams import WINDOW_BYTES, WINDOW_ITEMS
 
 MIB = 1024 * 1024
@@ -39,22 +38,16 @@ async def drain_channel(items: trio.abc.ReceiveChannel[Any]) -> None:
         pass
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _servers_first(sshd: SshServer, users: Users) -> None:
-    """Start the session's sshd before any test's leftover-process check takes its snapshot."""
+pytestmark = pytest.mark.usefixtures("servers_first")
 
 
 @pytest.fixture(params=["local", "ssh-sudo"])
 async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
     with trio.fail_after(WAIT):
         if request.param == "ssh-sudo":
-            sshd = request.getfixturevalue("sshd")
-            users = request.getfixturevalue("users")
-            login = ssh_method(sshd, user=users.sudo.name, password=users.sudo.password)
-            async with tm.open_context(login) as hop:
-                method = tm.sudo(users.nopw.name, python=SYSTEM_PYTHON)
-                async with tm.open_context(method, via=hop) as ctx:
-                    yield ctx
+            chain = ssh_sudo(request.getfixturevalue("sshd"), request.getfixturevalue("users"))
+            async with chain as ctx:
+                yield ctx
             return
         async with tm.open_context(tm.local()) as ctx:
             yield ctx

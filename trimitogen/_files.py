@@ -145,42 +145,55 @@ async def get_file(
     return done
 
 
-def _local_tree(top: str) -> dict[str, tuple[int, int, float]]:
-    found = {}
-    for root, _dirs, names in os.walk(top):
-        for name in names:
-            full = os.path.join(root, name)
-            st = os.lstat(full)
-            if stat.S_ISREG(st.st_mode):
-                found[os.path.relpath(full, top)] = (
-                    stat.S_IMODE(st.st_mode),
-                    st.st_size,
-                    st.st_mtime,
-                )
-    return found
-
-
-def _same(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
+def _same(a: Any, b: Any) -> bool:
     """Same size and (to the second, which every filesystem keeps) the same mtime."""
-    return a[1] == b[1] and int(a[2]) == int(b[2])
+    return bool(a[1] == b[1] and int(a[2]) == int(b[2]))
 
 
-async def _unchanged(
+async def _copy_tree(
     ctx: Context,
-    info: tuple[int, int, float],
-    other: tuple[int, int, float] | None,
-    local: str,
-    remote_path: str,
+    source_dir: str,
+    dest_dir: str,
+    *,
+    put: bool,
     checksum: bool,
-) -> bool:
-    """Is the copy at the destination already the same (size and mtime; with ``checksum``,
-    also the SHA-256 of both)?"""
-    if other is None or not _same(info, other):
-        return False
-    if not checksum:
-        return True
-    theirs = await ctx.call(remote.file_digest, remote_path)
-    return bool(theirs == await trio.to_thread.run_sync(remote.file_digest, local))
+    progress: Progress | None,
+) -> TreeResult:
+    """Copy every regular file below ``source_dir`` (local if ``put``, else remote) to the
+    same relative path below ``dest_dir``, skipping the ones that already match."""
+    local_info = await trio.to_thread.run_sync(remote.tree_info, source_dir if put else dest_dir)
+    remote_info = await ctx.call(remote.tree_info, dest_dir if put else source_dir)
+    sources, dests = (local_info, remote_info) if put else (remote_info, local_info)
+    total = sum(info[1] for info in sources.values())
+    done = 0
+    copied, skipped = [], []
+    for rel, info in sorted(sources.items()):
+        src, dst = os.path.join(source_dir, rel), os.path.join(dest_dir, rel)
+        have = dests.get(rel)
+        if have is not None and _same(info, have):
+            local, far = (src, dst) if put else (dst, src)
+            if not checksum or await ctx.call(remote.file_digest, far) == (
+                await trio.to_thread.run_sync(remote.file_digest, local)
+            ):
+                skipped.append(rel)
+                done += info[1]
+                continue
+        base = done
+
+        def step(n: int, _total: int, base: int = base) -> None:
+            if progress is not None:
+                progress(base + n, total)
+
+        if put:
+            await ctx.call(remote.make_dirs, os.path.dirname(dst))
+            done += await put_file(ctx, src, dst, progress=step)
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            done += await get_file(ctx, src, dst, progress=step)
+        copied.append(rel)
+    if progress is not None:
+        progress(done, total)
+    return TreeResult(tuple(copied), tuple(skipped))
 
 
 async def put_tree(
@@ -193,31 +206,9 @@ async def put_tree(
 ) -> TreeResult:
     """Copy a local directory tree into ``remote_dir``, skipping files whose size and mtime
     (with ``checksum``, SHA-256) already match; each file is copied as by :func:`put_file`."""
-    top = os.fspath(local_dir)
-    mine = _local_tree(top)
-    theirs = await ctx.call(remote.tree_info, remote_dir)
-    total = sum(info[1] for info in mine.values())
-    done = 0
-    copied, skipped = [], []
-    for rel, info in sorted(mine.items()):
-        src = os.path.join(top, rel)
-        target = os.path.join(remote_dir, rel)
-        if await _unchanged(ctx, info, theirs.get(rel), src, target, checksum):
-            skipped.append(rel)
-            done += info[1]
-            continue
-        await ctx.call(remote.make_dirs, os.path.dirname(target))
-        base = done
-
-        def step(n: int, _total: int, base: int = base) -> None:
-            if progress is not None:
-                progress(base + n, total)
-
-        done += await put_file(ctx, src, target, progress=step)
-        copied.append(rel)
-    if progress is not None:
-        progress(done, total)
-    return TreeResult(tuple(copied), tuple(skipped))
+    return await _copy_tree(
+        ctx, os.fspath(local_dir), remote_dir, put=True, checksum=checksum, progress=progress
+    )
 
 
 async def get_tree(
@@ -230,28 +221,6 @@ async def get_tree(
 ) -> TreeResult:
     """Copy a remote directory tree into ``local_dir``, skipping files that already match
     (as :func:`put_tree` does); each file is copied as by :func:`get_file`."""
-    top = os.fspath(local_dir)
-    theirs: dict[str, Any] = await ctx.call(remote.tree_info, remote_dir)
-    mine = _local_tree(top) if os.path.isdir(top) else {}
-    total = sum(info[1] for info in theirs.values())
-    done = 0
-    copied, skipped = [], []
-    for rel, info in sorted(theirs.items()):
-        dst = os.path.join(top, rel)
-        source = os.path.join(remote_dir, rel)
-        if await _unchanged(ctx, tuple(info), mine.get(rel), dst, source, checksum):
-            skipped.append(rel)
-            done += info[1]
-            continue
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        base = done
-
-        def step(n: int, _total: int, base: int = base) -> None:
-            if progress is not None:
-                progress(base + n, total)
-
-        done += await get_file(ctx, source, dst, progress=step)
-        copied.append(rel)
-    if progress is not None:
-        progress(done, total)
-    return TreeResult(tuple(copied), tuple(skipped))
+    return await _copy_tree(
+        ctx, remote_dir, os.fspath(local_dir), put=False, checksum=checksum, progress=progress
+    )

@@ -172,6 +172,19 @@ def stream_async(streams: Any, fn: Any, key: Key, window: Any, agen: Any, func_d
     loop.submit_stream(streams, key, window, agen)
 
 
+async def _feed(
+    streams: Any, key: Key, window: Any, agen: Any, wait_for_change: Callable[[], Any]
+) -> None:
+    """Send the items of async generator ``agen`` as the stream's window allows;
+    ``wait_for_change()`` returns after a grant or a close."""
+    async for value in agen:
+        while not window.ready():
+            await wait_for_change()
+        if window.closed:
+            break
+        streams._item(key, window, value)
+
+
 def _cancelled() -> Cancelled:
     return Cancelled("the caller cancelled this call")
 
@@ -267,15 +280,14 @@ class TrioLoop:
 
             window.on_change = changed
             on_loop()
+
+            async def wait_for_change() -> None:
+                event[0] = trio.Event()
+                if not window.ready():
+                    await event[0].wait()
+
             try:
-                async for value in agen:
-                    while not window.ready():
-                        event[0] = trio.Event()
-                        if not window.ready():
-                            await event[0].wait()
-                    if window.closed:
-                        break
-                    streams._item(key, window, value)
+                await _feed(streams, key, window, agen, wait_for_change)
             except trio.Cancelled:
                 raise
             except BaseException as exc:
@@ -387,15 +399,14 @@ class AsyncioLoop:
         asyncio = self.asyncio
         event = self._events.pop(key)
         error: Optional[BaseException] = None
+
+        async def wait_for_change() -> None:
+            event.clear()
+            if not window.ready():
+                await event.wait()
+
         try:
-            async for value in agen:
-                while not window.ready():
-                    event.clear()
-                    if not window.ready():
-                        await event.wait()
-                if window.closed:
-                    break
-                streams._item(key, window, value)
+            await _feed(streams, key, window, agen, wait_for_change)
         except asyncio.CancelledError:
             pass
         except BaseException as exc:
