@@ -122,3 +122,42 @@ def rss_kib() -> int:
 
 def echo(value: Any) -> Any:
     return value
+
+
+# -- channel functions: the first argument is the child's end ---------------------------------
+def upper(channel: Any, suffix: str) -> None:
+    for item in channel:
+        channel.send(item.upper() + suffix)
+
+
+async def double(channel: Any) -> None:
+    async for item in channel:
+        await channel.asend(item * 2)
+
+
+def total_until_zero(channel: Any) -> None:
+    total = 0
+    for item in channel:
+        total += item
+        if item == 0:
+            break
+    channel.send(total)
+
+
+def never_reads(channel: Any) -> None:
+    """Takes nothing from the master (its sends must stop at the child's window) and sends
+    until the master, which does not read either, has it wait; the close ends that wait."""
+    from trimitogen import ChannelError
+
+    try:
+        while True:
+            channel.send("tick")
+    except ChannelError:
+        EVENTS.append("never_reads saw the close")
+
+
+def fails_on(channel: Any, bad: str) -> None:
+    for item in channel:
+        if item == bad:
+            raise ValueError("refused %r" % item)
+        channel.send(item)

@@ -30,6 +30,7 @@ from trimitogen.core.messages import (
     Kill,
     LoadModule,
     Log,
+    OpenChannel,
     OpenStream,
     Ready,
     ReplyError,
@@ -86,6 +87,7 @@ VALID: dict[type[Schema], list[tuple[Any, ...]]] = {
     DelRoute: [([3, 4], "its process exited with status 1"), ((), "")],
     Cancel: [(1000,), (2**40,)],
     OpenStream: [("os", "walk", ("/",), {}, 64, 1 << 20)],
+    OpenChannel: [("pkg.mod", "serve", (1,), {"k": 2}, 64, 1 << 20)],
     Credit: [(1000, 32, 65536)],
     StreamEnd: [("end",)],
 }

@@ -179,3 +179,57 @@ async def test_statistics_show_no_stream_left(ctx: tm.Context) -> None:
         assert [i async for i in items] == list(range(10))
     conn: Any = ctx._conn  # the registry is internal; nothing may stay in it
     assert not conn.streams
+
+
+# -- two-way channels -------------------------------------------------------------------------
+async def test_a_channel_talks_both_ways(where: tm.Context) -> None:
+    with trio.fail_after(WAIT):
+        async with where.open_channel(sh.upper, "!") as channel:
+            assert isinstance(channel, trio.abc.Channel)
+            for word in ("a", "bc", "def"):
+                await channel.send(word)
+                assert await channel.receive() == word.upper() + "!"
+        async with where.open_channel(sh.double) as channel:
+            await channel.send(21)
+            assert await channel.receive() == 42
+
+
+async def test_a_channel_ends_when_its_function_returns(ctx: tm.Context) -> None:
+    with trio.fail_after(WAIT):
+        async with ctx.open_channel(sh.total_until_zero) as channel:
+            for value in (5, 6, 0):
+                await channel.send(value)
+            assert await channel.receive() == 11
+            with pytest.raises(trio.EndOfChannel):
+                await channel.receive()
+            with pytest.raises(trio.BrokenResourceError):
+                await channel.send(1)
+    with pytest.raises(trio.ClosedResourceError):
+        await channel.send(1)
+
+
+async def test_a_remote_error_ends_a_channel(ctx: tm.Context) -> None:
+    with trio.fail_after(WAIT):
+        async with ctx.open_channel(sh.fails_on, "bad") as channel:
+            await channel.send("good")
+            assert await channel.receive() == "good"
+            await channel.send("bad")
+            with pytest.raises(ValueError, match="refused"):
+                await channel.receive()
+
+
+async def test_sending_to_a_child_that_does_not_read_waits(ctx: tm.Context) -> None:
+    """The master's sends stop at the child's window (64 items) instead of piling up."""
+    await ctx.call(sh.reset)
+    sent = 0
+    with trio.fail_after(WAIT):
+        async with ctx.open_channel(sh.never_reads) as channel:
+            with trio.move_on_after(1.0) as scope:
+                while True:
+                    await channel.send(sent)
+                    sent += 1
+            assert scope.cancelled_caught
+            assert 60 <= sent <= 70, sent
+            assert await ctx.call(sh.echo, "calls still answer") == "calls still answer"
+        while "never_reads saw the close" not in await ctx.call(sh.events):
+            await trio.sleep(0.01)

@@ -14,6 +14,7 @@ import trio
 
 from ._responder import ImportStats, ModuleResponder
 from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
+from ._streams import on_credit
 from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
@@ -24,6 +25,7 @@ from .core.protocol import (
     FIRST_REPLY_HANDLE,
     HANDLE_ADD_ROUTE,
     HANDLE_CANCEL,
+    HANDLE_CREDIT,
     HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
     HANDLE_LOAD_MODULE,
@@ -369,6 +371,8 @@ class Connection:
             waiter.on_message(msg)  # a stream's item or end
         elif target is not None:
             del self.abandoned[handle]  # the context finished a call nobody waits for
+        elif handle == HANDLE_CREDIT:
+            on_credit(self, msg)
         elif handle == HANDLE_LOG:
             self._on_log(route, msg)
         elif handle == HANDLE_GET_MODULE:

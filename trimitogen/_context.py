@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import trio
 
@@ -21,8 +21,9 @@ from ._methods import Method, local
 from ._payload import config_payload, runtime_payload
 from ._responder import ImportStats, ModuleResponder, module_names
 from ._route import SHUT_DOWN, ContextStatistics, Route
-from ._streams import WINDOW_BYTES, WINDOW_ITEMS, RemoteStream
+from ._streams import WINDOW_BYTES, WINDOW_ITEMS, RemoteChannel, RemoteStream
 from .core import calls
+from .core.channels import ChannelEnd
 from .core.errors import CallError, ChannelError, ConnectError, StreamError, remote_error
 from .core.importer import ModulePolicy
 from .core.link import ERROR_CLASSES, Grace, connect_failure
@@ -40,6 +41,7 @@ from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HANDLE_CALL,
     HANDLE_KILL,
+    HANDLE_OPEN_CHANNEL,
     HANDLE_OPEN_STREAM,
     HANDLE_SHUTDOWN,
     HANDLE_SPAWN,
@@ -204,22 +206,36 @@ class Context:
         """
         return self._stream(fn, args, kwargs)
 
+    def open_channel(
+        self,
+        fn: Callable[Concatenate[ChannelEnd, P], Any],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> AbstractAsyncContextManager[trio.abc.Channel[Any]]:
+        """Run ``fn(channel_end, *args, **kwargs)`` in the child and talk with it both ways
+        through the :class:`trio.abc.Channel` this block yields, with flow control each way
+        (see :doc:`streams`).  Leaving the block closes the channel and cancels ``fn``."""
+        return self._stream(fn, args, kwargs, channel=True)
+
     @asynccontextmanager
     async def _stream(
-        self, fn: Callable[..., Any], args: Any, kwargs: Any
-    ) -> AsyncIterator[trio.abc.ReceiveChannel[Any]]:
+        self, fn: Callable[..., Any], args: Any, kwargs: Any, channel: bool = False
+    ) -> AsyncIterator[Any]:
         route = self._route
         if route.dead_reason is not None:
             raise route.channel_error()
         conn = self._conn
         request = self._request(fn, args, kwargs, 0)  # checks fn and the arguments
         module, qualname, _, _ = Call.decode(request.data).astuple()
-        stream: RemoteStream[Any] = RemoteStream(
-            conn, route.context_id, self.name, "%s.%s" % (module, qualname)
+        what = "%s.%s" % (module, qualname)
+        stream: RemoteStream[Any] = (RemoteChannel if channel else RemoteStream)(
+            conn, route.context_id, self.name, what
         )
         stream.handle = conn.new_stream_handle(stream)
         body = OpenStream.pack(module, qualname, args, kwargs, WINDOW_ITEMS, WINDOW_BYTES)
-        conn.send(Message(self.context_id, MASTER_ID, HANDLE_OPEN_STREAM, stream.handle, body))
+        handle = HANDLE_OPEN_CHANNEL if channel else HANDLE_OPEN_STREAM
+        conn.send(Message(self.context_id, MASTER_ID, handle, stream.handle, body))
         try:
             yield stream
         finally:

@@ -42,6 +42,7 @@ LAZY_MODULES = (
     "trimitogen.core.aloop",
     "trimitogen.core.streams",
     "trimitogen.core.files",
+    "trimitogen.core.channels",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or

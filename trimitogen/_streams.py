@@ -37,6 +37,8 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
     :class:`trio.ClosedResourceError` after :meth:`aclose`.
     """
 
+    KIND = "stream"
+
     def __init__(self, conn: Connection, target: int, name: str, what: str) -> None:
         self._conn = conn
         self.target = target
@@ -115,7 +117,7 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self._closed:
-                raise trio.ClosedResourceError("the stream was closed")
+                raise trio.ClosedResourceError("the %s was closed" % self.KIND)
             if self._items:
                 value, size = self._items.popleft()
                 self._took(size)
@@ -176,3 +178,65 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
     def buffered(self) -> int:
         """Items received and not yet taken (at most the window)."""
         return len(self._items)
+
+
+class RemoteChannel(RemoteStream[Any], trio.abc.Channel[Any]):
+    """Both ways with a function running in a context; made by :meth:`Context.open_channel`.
+
+    ``receive`` behaves as a stream's: :class:`trio.EndOfChannel` once the function returned.
+    ``send`` waits while the child's window is full; it raises :class:`trio.BrokenResourceError`
+    once the far side is done or gone, :class:`trio.ClosedResourceError` after :meth:`aclose`.
+    """
+
+    def __init__(self, conn: Connection, target: int, name: str, what: str) -> None:
+        super().__init__(conn, target, name, what)
+        self.KIND = "channel"
+        self._send_items = 0  # until the child's first grant
+        self._send_bytes = 0
+        self._send_lot = trio.lowlevel.ParkingLot()
+
+    def on_credit(self, items: int, nbytes: int) -> None:
+        self._send_items += items
+        self._send_bytes += nbytes
+        self._send_lot.unpark_all()
+
+    def _end(self, failure: BaseException | None) -> None:
+        super()._end(failure)
+        self._send_lot.unpark_all()
+
+    async def send(self, value: Any) -> None:
+        encoded = ReplyOk.pack(True, value)  # TypeError here for a value that cannot travel
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the channel was closed")
+            if self._ended:
+                raise trio.BrokenResourceError(
+                    "%s in context %r is done: %s"
+                    % (self._what, self._name, self._failure or "its function returned")
+                )
+            if self._send_items > 0 and self._send_bytes > 0:
+                break
+            await self._send_lot.park()
+        self._send_items -= 1
+        self._send_bytes -= len(encoded)
+        self._conn.send(Message(self.target, MASTER_ID, self.handle, 0, encoded))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def aclose(self) -> None:
+        self._send_lot.unpark_all()
+        await super().aclose()
+
+
+def on_credit(conn: Connection, msg: Message) -> None:
+    """A context took items of a channel (a CREDIT from it): the master may send it more."""
+    try:
+        credit = Credit.decode(msg.data)
+    except StreamError as exc:
+        conn.logger.warning("dropped a malformed credit from %d: %s", msg.src, exc)
+        return
+    channel = conn.streams.get(credit.reply_to)
+    if not isinstance(channel, RemoteChannel) or channel.target != msg.src:
+        conn.logger.warning("dropped a credit from %d for no channel of its own", msg.src)
+        return
+    channel.on_credit(credit.items, credit.nbytes)

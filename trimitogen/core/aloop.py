@@ -172,6 +172,28 @@ def stream_async(streams: Any, fn: Any, key: Key, window: Any, agen: Any, func_d
     loop.submit_stream(streams, key, window, agen)
 
 
+def run_channel(streams: Any, fn: Any, key: Key, coro: Any, end: Any) -> None:
+    """From a channel's thread: run coroutine ``coro`` (``fn(end, ...)``) in its loop; its end
+    (return or error) ends the channel."""
+    runner = streams.context.calls
+    if runner.loops is None:
+        runner.loops = Loops()
+    loops = runner.loops
+    kind = end.library = choose(fn)
+    try:
+        loop = loops.get(kind)
+    except BaseException:
+        coro.close()
+        raise
+
+    def done(_result: Any, exc: Optional[BaseException]) -> None:
+        loops.running.pop(key, None)
+        streams.finish(key, exc)
+
+    loops.running[key] = loop
+    loop.submit(key, coro, done, False)
+
+
 async def _feed(
     streams: Any, key: Key, window: Any, agen: Any, wait_for_change: Callable[[], Any]
 ) -> None:

@@ -47,6 +47,7 @@ from .protocol import (
     HANDLE_KILL,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
+    HANDLE_OPEN_CHANNEL,
     HANDLE_OPEN_STREAM,
     HANDLE_READY,
     HANDLE_SHUTDOWN,
@@ -376,7 +377,7 @@ class ExternalContext:
             key = (msg.src, Cancel.decode(msg.data).reply_to)
             if self.streams is None or not self.streams.cancel(key):
                 self.calls.cancel(key, self._is_queued)
-        elif msg.handle in (HANDLE_OPEN_STREAM, HANDLE_CREDIT):
+        elif msg.handle in (HANDLE_OPEN_STREAM, HANDLE_OPEN_CHANNEL, HANDLE_CREDIT):
             from .streams import on_message
 
             on_message(self, msg)
@@ -385,7 +386,7 @@ class ExternalContext:
             if self.children is None or not self.children.kill(context_id):
                 # Not started yet (a fork waiting behind calls): it must not start later.
                 self._cancelled.add(context_id)
-        else:
+        elif self.streams is None or not self.streams.deliver(msg):
             self.log(30, "dropped a message for unknown handle %d" % msg.handle)
 
     def _is_queued(self, key: Any) -> bool:

@@ -22,6 +22,7 @@ from .protocol import (
     HANDLE_KILL,
     HANDLE_LOAD_MODULE,
     HANDLE_LOG,
+    HANDLE_OPEN_CHANNEL,
     HANDLE_OPEN_STREAM,
     HANDLE_READY,
     HANDLE_SHUTDOWN,
@@ -401,8 +402,17 @@ class OpenStream(Schema):
     )
 
 
+class OpenChannel(OpenStream):
+    """Master to a context: run ``module.qualname(channel end, *args, **kwargs)``; items go
+    both ways on the message's reply handle, each way within the receiver's :class:`Credit`."""
+
+    __slots__ = ()
+    HANDLE = HANDLE_OPEN_CHANNEL
+
+
 class Credit(Schema):
-    """Master to a context: the consumer of stream ``reply_to`` took items; send more."""
+    """The consumer of stream or channel ``reply_to`` took items; the other side may send more.
+    Master to a context for streams and channels, context to master for channels."""
 
     __slots__ = ("items", "nbytes", "reply_to")
     reply_to: int
@@ -455,5 +465,6 @@ HANDLES: Dict[str, Tuple[int, str, Type[Any]]] = {
     "DEL_ROUTE": (HANDLE_DEL_ROUTE, "intermediate → master", DelRoute),
     "CANCEL": (HANDLE_CANCEL, "master → context", Cancel),
     "OPEN_STREAM": (HANDLE_OPEN_STREAM, "master → context", OpenStream),
-    "CREDIT": (HANDLE_CREDIT, "master → context", Credit),
+    "CREDIT": (HANDLE_CREDIT, "either way", Credit),
+    "OPEN_CHANNEL": (HANDLE_OPEN_CHANNEL, "master → context", OpenChannel),
 }

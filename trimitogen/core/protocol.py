@@ -54,6 +54,7 @@ HANDLE_DEL_ROUTE = 10  # intermediate -> master: contexts below are gone ([ids],
 HANDLE_CANCEL = 11  # master -> context: stop the call that expects its reply on this handle
 HANDLE_OPEN_STREAM = 12  # master -> context: iterate a generator, items to the reply handle
 HANDLE_CREDIT = 13  # master -> context: the consumer of a stream may take this much more
+HANDLE_OPEN_CHANNEL = 14  # master -> context: run fn(channel end, *args), items both ways
 FIRST_REPLY_HANDLE = 1000
 
 #: Flag: the message could not be delivered; its body is the reason (a str).

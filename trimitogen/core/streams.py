@@ -19,7 +19,7 @@ import _thread
 
 from .calls import describe_exception
 from .messages import Credit, OpenStream, ReplyOk, StreamEnd
-from .protocol import HANDLE_OPEN_STREAM, Message
+from .protocol import HANDLE_OPEN_CHANNEL, HANDLE_OPEN_STREAM, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,6 +84,16 @@ class Streams:
     def __init__(self, context: Any) -> None:
         self.context = context
         self.by_key: Dict[Key, Window] = {}
+        #: The child's ends of two-way channels (see core/channels.py), by the same keys.
+        self.channels: Dict[Key, Any] = {}
+
+    def deliver(self, msg: Message) -> bool:
+        """An item from the master for a channel; False if no channel has that handle."""
+        end = self.channels.get((msg.src, msg.handle))
+        if end is None:
+            return False
+        end.deliver(msg)
+        return True
 
     def open(self, msg: Message) -> None:
         """From the I/O thread: start the producer of an OPEN_STREAM."""
@@ -102,6 +112,11 @@ class Streams:
         if window is None:
             return False
         window.close()
+        end = self.channels.get(key)
+        if end is not None:
+            end.master_closed()
+            if self.context.calls.loops is not None:
+                self.context.calls.loops.cancel(key)
         return True
 
     def close_all(self) -> None:
@@ -156,6 +171,11 @@ class Streams:
     def finish(self, key: Key, exc: Optional[BaseException]) -> None:
         """The stream ended (``exc`` None), or failed: say so and forget it."""
         window = self.by_key.pop(key, None)
+        end = self.channels.pop(key, None)
+        if end is not None:
+            end.master_closed()  # a receive still waiting in the function's threads ends
+        if window is None and end is None:
+            return  # finished already (the function closed its end, then returned)
         if exc is not None and not (window is not None and window.closed):
             body = describe_exception(exc, self.context.calls.explain).encode()
         else:
@@ -167,11 +187,16 @@ class Streams:
 
 
 def on_message(context: Any, msg: Message) -> None:
-    """From the I/O thread: an OPEN_STREAM or a CREDIT for ``context``."""
-    if msg.handle == HANDLE_OPEN_STREAM:
+    """From the I/O thread: an OPEN_STREAM, OPEN_CHANNEL or CREDIT for ``context``."""
+    if msg.handle in (HANDLE_OPEN_STREAM, HANDLE_OPEN_CHANNEL):
         if context.streams is None:
             context.streams = Streams(context)
-        context.streams.open(msg)
+        if msg.handle == HANDLE_OPEN_STREAM:
+            context.streams.open(msg)
+        else:
+            from .channels import open_channel
+
+            open_channel(context.streams, msg)
         return
     credit = Credit.decode(msg.data)
     if context.streams is not None:

@@ -1,0 +1,183 @@
+"""Two-way channels in a child: ``fn(channel, *args)`` talking with the master both ways.
+
+An OPEN_CHANNEL is an OPEN_STREAM whose function gets the child's end of the channel as its first
+argument.  Items to the master travel like a stream's, within the window the master granted;
+items from the master wait in a bounded inbox, and the child grants the master credit as the
+function takes them (the first grant goes up at once).  The function returning closes the
+channel (the master's ``receive`` raises :class:`trio.EndOfChannel`); raising sends the error.
+"""
+
+from __future__ import annotations
+
+import _thread
+import collections
+
+from .errors import ChannelError
+from .messages import Credit, OpenStream, ReplyOk, decode_stream
+from .protocol import HANDLE_CREDIT, Message
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Deque, Optional, Tuple
+
+    Key = Tuple[int, int]
+
+#: The master may have this many items, and about this many bytes, on their way to the child.
+INBOX_ITEMS = 64
+INBOX_BYTES = 4 * 1024 * 1024
+
+
+class ChannelEnd:
+    """The child's end of a channel opened by :meth:`Context.open_channel`.
+
+    Sync functions use :meth:`send`, :meth:`receive`, iteration and :meth:`close`, which block;
+    coroutine functions use :meth:`asend`, :meth:`areceive`, ``async for`` and :meth:`aclose`.
+    ``receive`` raises :class:`EOFError` (iteration stops) once the master closed the channel;
+    ``send`` then raises :class:`~trimitogen.ChannelError`.
+    """
+
+    def __init__(self, streams: Any, key: Key, window: Any) -> None:
+        self._streams = streams
+        self._key = key
+        self._window = window  # credit for items to the master
+        self._inbox: Deque[Tuple[Any, int]] = collections.deque()
+        self._lock = _thread.allocate_lock()
+        self._waiter: Optional[Any] = None
+        self._master_closed = False
+        self._taken_items = 0
+        self._taken_bytes = 0
+        #: "trio" or "asyncio" when a coroutine function holds this end.
+        self.library: Optional[str] = None
+
+    def __repr__(self) -> str:
+        return "<ChannelEnd %d of the master>" % self._key[1]
+
+    # From the I/O thread ------------------------------------------------------------------------
+    def deliver(self, msg: Message) -> None:
+        body = decode_stream(msg.data)
+        with self._lock:
+            if type(body) is ReplyOk:
+                self._inbox.append((body.value, len(msg.data)))
+            else:
+                self._master_closed = True
+        self._wake()
+
+    def master_closed(self) -> None:
+        with self._lock:
+            self._master_closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.release()
+
+    # The blocking API ---------------------------------------------------------------------------
+    def send(self, value: Any) -> None:
+        """Send ``value`` to the master, waiting while its window is full."""
+        self._window.wait_sync()
+        if self._window.closed or self._master_closed:
+            raise ChannelError("the master closed the channel")
+        self._streams._item(self._key, self._window, value)
+
+    def receive(self) -> Any:
+        """The next item from the master; :class:`EOFError` once it closed the channel."""
+        while True:
+            with self._lock:
+                if self._inbox:
+                    value, size = self._inbox.popleft()
+                    break
+                if self._master_closed:
+                    raise EOFError("the master closed the channel")
+                waiter = self._waiter = _thread.allocate_lock()
+                waiter.acquire()
+            waiter.acquire()
+        self._took(size)
+        return value
+
+    def _took(self, size: int) -> None:
+        self._taken_items += 1
+        self._taken_bytes += size
+        if self._taken_items >= INBOX_ITEMS // 2 or self._taken_bytes >= INBOX_BYTES // 2:
+            self.grant(self._taken_items, self._taken_bytes)
+            self._taken_items = self._taken_bytes = 0
+
+    def grant(self, items: int, nbytes: int) -> None:
+        context = self._streams.context
+        body = Credit.pack(self._key[1], items, nbytes)
+        try:
+            context.send(Message(self._key[0], context.context_id, HANDLE_CREDIT, 0, body))
+        except ChannelError:
+            pass
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self.receive()
+        except EOFError:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Close the channel: the master's ``receive`` raises ``EndOfChannel``."""
+        self._streams.finish(self._key, None)
+
+    # The awaitable API (the blocking calls, run in a worker thread of the loop) -----------------
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        if self.library == "asyncio":
+            import asyncio
+
+            return await asyncio.get_event_loop().run_in_executor(None, fn, *args)
+        import trio
+
+        try:
+            return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        except TypeError:  # a Trio older than 0.23 calls it ``cancellable``
+            legacy: Any = {"cancellable": True}
+            return await trio.to_thread.run_sync(fn, *args, **legacy)
+
+    async def asend(self, value: Any) -> None:
+        await self._in_thread(self.send, value)
+
+    async def areceive(self) -> Any:
+        return await self._in_thread(self.receive)
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.areceive()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+def open_channel(streams: Any, msg: Message) -> None:
+    """From the I/O thread: start ``fn(end, *args)`` for an OPEN_CHANNEL."""
+    from .streams import Window
+
+    request = OpenStream.decode(msg.data, may_import=True)
+    key = (msg.src, msg.reply_to)
+    window = streams.by_key[key] = Window(request.items, request.nbytes)
+    end = streams.channels[key] = ChannelEnd(streams, key, window)
+    end.grant(INBOX_ITEMS, INBOX_BYTES)
+    _thread.start_new_thread(_run, (streams, key, request, end))
+
+
+def _run(streams: Any, key: Key, request: Any, end: ChannelEnd) -> None:
+    try:
+        fn = streams.context.calls.resolve(request.module, request.qualname)
+        result = fn(end, *request.args, **request.kwargs)
+        if type(result).__name__ == "coroutine":
+            from .aloop import run_channel
+
+            run_channel(streams, fn, key, result, end)
+            return
+        streams.finish(key, None)
+    except BaseException as exc:
+        streams.finish(key, exc)
