@@ -151,7 +151,7 @@ async def ctx(no_leaked_fds: None) -> AsyncIterator[tm.Context]:
 
 
 def discover_interpreters() -> dict[str, str]:
-    """Every CPython 3.8+ on this machine: pyenv's versions and the system's python3."""
+    """Every CPython 3.6+ on this machine: pyenv's versions and the system's python3."""
     found: dict[str, str] = {}
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     if pyenv_root.is_dir():
@@ -159,7 +159,7 @@ def discover_interpreters() -> dict[str, str]:
             parts = entry.name.split(".")
             if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
                 continue
-            if (int(parts[0]), int(parts[1])) < (3, 8):
+            if (int(parts[0]), int(parts[1])) < (3, 6):
                 continue
             exe = entry / "bin" / "python3"
             if exe.exists():
