@@ -30,3 +30,18 @@ fi
 # mypy reads.  A new module file needs this script run again.
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,cli]' \
     --config-settings editable_mode=strict
+
+# The other master Pythons (pyenv's 3.10+ besides $PYTHON; .ci/run runs the master-side tests
+# under each): the package, editable, with its test and cli extras.  A stamp in each one's
+# site-packages records the checkout and pyproject.toml it was installed from, so a re-run with
+# nothing changed costs no pip run.
+stamp_text="$PWD $(sha256sum pyproject.toml | cut -d' ' -f1)"
+for py in $(PYTHON="$PYTHON" bash scripts/master-pythons); do
+    stamp="$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/trimitogen-setup.stamp"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$stamp_text" ]; then
+        continue
+    fi
+    echo "setup: installing the package and its test dependencies into $py" >&2
+    "$py" -m pip install -q --disable-pip-version-check -e '.[test,cli]'
+    echo "$stamp_text" >"$stamp"
+done
