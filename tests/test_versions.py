@@ -29,6 +29,10 @@ VERPKG = {
         from verpkg import sub
         NAME = "verpkg"
     """,
+    "verpkg/walrus.py": """
+        def first_positive(values, /):
+            return next((y for x in values if (y := x) > 0), None)
+    """,
     "verpkg/sub.py": """
         import sys
 
@@ -77,6 +81,8 @@ async def _check_calls(ctx: tm.Context, label: str) -> None:
     assert await ctx.call(vh.async_add, 40, 2) == 42
     with pytest.raises(tm.CallError, match="from " + label):
         await ctx.call(vh.fail, "from " + label)
+    with pytest.raises(tm.CallError, match=r"cannot send an object of type builtins\.object"):
+        await ctx.call(vh.return_object)
     # Values beyond plain data, both ways: the master's, and ones the child made itself.
     rich = vh.rich_values()
     assert await ctx.call(vh.echo, rich) == rich
@@ -104,6 +110,17 @@ async def test_calls_imports_and_fork_on_each_interpreter(
             version = tuple(await ctx.call(vh.version))
             assert await ctx.call(verpkg.sub.run, 7) == [7, "verpkg.sub", version]
             assert ctx.import_stats.modules_sent == 2
+            # A module of the master's that needs 3.8 syntax: an older child says so clearly.
+            import verpkg.walrus  # type: ignore[import-not-found]
+
+            if version >= (3, 8):
+                assert await ctx.call(verpkg.walrus.first_positive, [-1, 5]) == 5
+            else:
+                with pytest.raises(tm.CallError) as info:
+                    await ctx.call(verpkg.walrus.first_positive, [-1, 5])
+                assert info.value.type_name == "builtins.SyntaxError"
+                assert "module verpkg.walrus from the master" in info.value.message
+                assert "and Python %d.%d." % version in info.value.message
             # A fork of this child: a copy of its interpreter, with what it imported.
             async with tm.open_context(tm.fork(), via=ctx) as copy:
                 assert await copy.call(vh.getppid) == ctx.pid

@@ -38,6 +38,10 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+def return_object() -> Any:
+    return object()
+
+
 def magic() -> bytes:
     return importlib.util.MAGIC_NUMBER
 
