@@ -663,7 +663,7 @@ def test_grace_times_are_positive() -> None:
 
 
 @pytest.mark.parametrize(
-    ("hexversion", "found"), [(0x020712F0, "2.7.18"), (0x030510F0, "3.5.10"), (0x030000F0, "3.0.0")]
+    ("hexversion", "found"), [(0x020712F0, "2.7.18"), (0x03050AF0, "3.5.10"), (0x030000F0, "3.0.0")]
 )
 def test_a_child_python_older_than_3_6_fails_naming_both_versions(
     hexversion: int, found: str
