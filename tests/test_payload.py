@@ -35,6 +35,9 @@ class C:
     async def g(self, a: int, *, b: int=3)->None: pass
 def h(é: str = "€") -> str: return é; z: int = 5
 self_x: typing.Any = [lambda v: v]
+def k(a="->") \\
+    -> \\
+        int: return len(a)
 """
 
 
@@ -84,9 +87,10 @@ def test_stripped_source_behaves_the_same() -> None:
                 namespace["C"].b,
                 namespace["h"](),
                 namespace["self_x"][0](4),
+                namespace["k"](),
             )
         )
-    assert results[0] == results[1] == (1, (1, 3), {}, "€", 4)
+    assert results[0] == results[1] == (1, (1, 3), {}, "€", 4, 2)
 
 
 def _compiles_on_python36(sources: dict[str, str]) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
-import io
 import marshal
-import tokenize
 import zlib
 
 from .core.bootstrap import length_prefixed
@@ -173,11 +171,6 @@ def strip_annotations(source: str) -> str:
     """
     tree = ast.parse(source)
     lines = source.split("\n")
-    arrows = [
-        token.start
-        for token in tokenize.generate_tokens(io.StringIO(source).readline)
-        if token.type == tokenize.OP and token.string == "->"
-    ]
     edits: list[tuple[tuple[int, int], tuple[int, int], str]] = []
 
     def char_pos(row: int, byte_col: int) -> tuple[int, int]:
@@ -203,8 +196,11 @@ def strip_annotations(source: str) -> str:
                     row, col = start(arg)
                     edits.append(((row, col + len(arg.arg)), end(arg.annotation), ""))
             if node.returns is not None:
-                arrow = max(pos for pos in arrows if pos < start(node.returns))
-                edits.append((arrow, end(node.returns), ""))
+                # Only blanks and line continuations stand between the arrow and the annotation.
+                row, col = start(node.returns)
+                while "->" not in lines[row - 1][:col]:
+                    row, col = row - 1, len(lines[row - 2])
+                edits.append(((row, lines[row - 1].rindex("->", 0, col)), end(node.returns), ""))
         elif isinstance(node, ast.AnnAssign):
             if node.value is None:
                 edits.append((start(node), end(node), "pass"))
