@@ -31,12 +31,30 @@ fi
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,cli]' \
     --config-settings editable_mode=strict
 
+# The other master Pythons (pyenv's 3.10+ besides $PYTHON; .ci/run runs the master-side tests
+# under each): the package, editable, with its test and cli extras.  A stamp in each one's
+# site-packages records the checkout and pyproject.toml it was installed from, so a re-run with
+# nothing changed costs no pip run.
+stamp_text="$PWD $(sha256sum pyproject.toml | cut -d' ' -f1)"
+for py in $(PYTHON="$PYTHON" bash scripts/master-pythons); do
+    stamp="$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/trimitogen-setup.stamp"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$stamp_text" ]; then
+        continue
+    fi
+    echo "setup: installing the package and its test dependencies into $py" >&2
+    "$py" -m pip install -q --disable-pip-version-check -e '.[test,cli]'
+    echo "$stamp_text" >"$stamp"
+done
+
 # Child interpreters too old for the master's Trio (it needs 3.10+) get a Trio of their own, so
 # the tests can show a child using its own Trio for Trio coroutine functions.
-for child in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.8.*/bin/python3 \
+for child in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.6.*/bin/python3 \
+             "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.7.*/bin/python3 \
+             "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.8.*/bin/python3 \
              "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9.*/bin/python3; do
     [ -x "$child" ] || continue
     "$child" -c 'import trio' 2>/dev/null && continue
     echo "setup: installing trio for $child" >&2
-    "$child" -m pip install -q --disable-pip-version-check trio
+    "$child" -m pip install -q --disable-pip-version-check trio \
+        || echo "setup: no Trio release for $child on the package index; the Trio tests use the oldest child that has one" >&2
 done

@@ -2,10 +2,9 @@
 
 The module uses asyncio and not Trio, so its coroutine functions run under asyncio unless marked
 (``tests/trio_helpers.py`` has the Trio ones); what a function saw (a cancellation, a cleanup) is
-kept in ``EVENTS`` for a later call to read.
+kept in ``EVENTS`` for a later call to read.  It runs on every child Python from 3.6: no
+``from __future__ import annotations``, and annotations name only what exists at run time.
 """
-
-from __future__ import annotations
 
 import asyncio
 import os
@@ -13,14 +12,14 @@ import select
 import socket
 import subprocess
 import time
-from typing import Any
+from typing import Any, Dict, List
 
 import trimitogen
 
-EVENTS: list[str] = []
+EVENTS: List[str] = []
 
 
-def events() -> list[str]:
+def events() -> List[str]:
     return list(EVENTS)
 
 
@@ -104,7 +103,7 @@ def quick(value: int) -> int:
     return value
 
 
-def start_background(tmp: str) -> list[int]:
+def start_background(tmp: str) -> List[int]:
     """Processes the test expects to die with the context: a child, a shell's background job
     (reparented to init once the shell exits) and one that ignores SIGTERM."""
     plain = subprocess.Popen(["sleep", "60"])
@@ -132,7 +131,7 @@ def raise_custom() -> None:
 
 def raise_chained() -> None:
     try:
-        empty: dict[str, int] = {}
+        empty: Dict[str, int] = {}
         empty["missing"]
     except KeyError as exc:
         raise RuntimeError("lookup failed") from exc
@@ -151,7 +150,7 @@ async def asyncio_sleep(seconds: float, tag: str) -> str:
         EVENTS.append("asyncio cancelled " + tag)
         raise
     EVENTS.append("asyncio finished " + tag)
-    return asyncio.get_running_loop().__class__.__name__
+    return asyncio.get_event_loop().__class__.__name__
 
 
 @trimitogen.event_loop("trio")

@@ -158,8 +158,12 @@ async def ctx(no_leaked_fds: None) -> AsyncIterator[tm.Context]:
             yield context
 
 
-def discover_interpreters() -> dict[str, str]:
-    """Every CPython 3.8+ on this machine: pyenv's versions and the system's python3."""
+def discover_interpreters(oldest: tuple[int, int] = (3, 8)) -> dict[str, str]:
+    """Every CPython from ``oldest`` up on this machine: pyenv's versions and the system's python3.
+
+    3.6 and 3.7 children run the runtime too (tests/test_versions.py), but the shared test
+    helpers need 3.8, so other tests ask for that by default.
+    """
     found: dict[str, str] = {}
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     if pyenv_root.is_dir():
@@ -167,7 +171,7 @@ def discover_interpreters() -> dict[str, str]:
             parts = entry.name.split(".")
             if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
                 continue
-            if (int(parts[0]), int(parts[1])) < (3, 8):
+            if (int(parts[0]), int(parts[1])) < oldest:
                 continue
             exe = entry / "bin" / "python3"
             if exe.exists():

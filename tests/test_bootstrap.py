@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import skip_or_fail
 from trimitogen.core.bootstrap import (
     MARKER,
     BootstrapParser,
@@ -182,3 +185,24 @@ def test_stage1_reports_a_connection_closed_during_bootstrap() -> None:
     assert result.returncode != 0
     assert b"connection closed during bootstrap" in result.stderr
     assert result.stdout.startswith(MARKER)
+
+
+def test_stage1_on_python_2_7_announces_its_version_and_exits_without_running_stage_2() -> None:
+    python = (
+        Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions/2.7.18/bin/python"
+    )
+    if not python.exists():
+        skip_or_fail("no Python 2.7 at %s" % python)
+    stage2 = b"def f(x: int) -> None: pass\n"  # Python 3 syntax: stage 2 must never be compiled
+    result = subprocess.run(
+        [str(python), "-c", stage1_command()],
+        input=length_prefixed(zlib.compress(stage2)),
+        capture_output=True,
+        timeout=PATIENCE,
+        check=False,
+    )
+    assert result.returncode == 1
+    parser = BootstrapParser()
+    assert parser.receive_data(result.stdout)
+    assert parser.hexversion == 0x020712F0
+    assert result.stderr == b"trimitogen needs Python 3.6 or newer\n"

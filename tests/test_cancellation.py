@@ -39,23 +39,29 @@ SOON = 10.0
 
 def _versions() -> list[tuple[tuple[int, int], str]]:
     found = []
-    for name, exe in discover_interpreters().items():
+    for name, exe in discover_interpreters(oldest=(3, 6)).items():
         if name.startswith("pyenv-"):
             major, minor = name[len("pyenv-") :].split(".")[:2]
             found.append(((int(major), int(minor)), exe))
     return sorted(found)
 
 
+def _has_trio(exe: str) -> bool:
+    return subprocess.run([exe, "-c", "import trio"], capture_output=True).returncode == 0
+
+
 OLDEST = _versions()[0][1]
 NEWEST = _versions()[-1][1]
+#: Trio coroutines need a Trio in the child: its own (the newest gets the master's).
+OLDEST_WITH_TRIO = next(exe for _, exe in _versions() if _has_trio(exe))
 WHERE = ["local", "oldest", "newest", "ssh-sudo"]
+WHERE_TRIO = ["local", "oldest-with-trio", "newest", "ssh-sudo"]
 
 
 pytestmark = pytest.mark.usefixtures("servers_first")
 
 
-@pytest.fixture(params=WHERE)
-async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
+async def _open(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
     kind = request.param
     with trio.fail_after(WAIT):
         if kind == "ssh-sudo":
@@ -66,10 +72,23 @@ async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
         python: Any = {
             "local": None,
             "oldest": OLDEST,
+            "oldest-with-trio": OLDEST_WITH_TRIO,
             "newest": [NEWEST, "-I", "-S"],
         }[kind]
         async with tm.open_context(tm.local(python=python), name=kind) as ctx:
             yield ctx
+
+
+@pytest.fixture(params=WHERE)
+async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
+    async for ctx in _open(request):
+        yield ctx
+
+
+@pytest.fixture(params=WHERE_TRIO)
+async def where_trio(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
+    async for ctx in _open(request):
+        yield ctx
 
 
 async def cancel_after(delay: float, fn: Any, *args: Any, ctx: tm.Context) -> float:
@@ -174,14 +193,16 @@ async def test_fail_after_raises_too_slow_and_cancels_the_remote_work(where: tm.
 
 
 # -- 2. coroutine functions --------------------------------------------------------------------
-async def test_trio_coroutines_run_concurrently_and_cancel_one_by_one(where: tm.Context) -> None:
-    await where.call(ch.clear)
+async def test_trio_coroutines_run_concurrently_and_cancel_one_by_one(
+    where_trio: tm.Context,
+) -> None:
+    await where_trio.call(ch.clear)
     results: list[str] = []
     long_call = trio.CancelScope()
 
     async def run(tag: str, seconds: float, scope: trio.CancelScope | None = None) -> None:
         with scope or trio.CancelScope():
-            results.append(await where.call(th.trio_sleep, seconds, tag))
+            results.append(await where_trio.call(th.trio_sleep, seconds, tag))
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
@@ -193,19 +214,19 @@ async def test_trio_coroutines_run_concurrently_and_cancel_one_by_one(where: tm.
             long_call.cancel()
     assert sorted(results) == ["b", "c"]
     with trio.fail_after(WAIT):
-        while where.statistics().busy:  # until the child reported the cancelled call ended
+        while where_trio.statistics().busy:  # until the child reported the cancelled call ended
             await trio.sleep(0.01)
-        events = await where.call(ch.events)
+        events = await where_trio.call(ch.events)
     assert sorted(events) == ["trio cancelled long", "trio finished b", "trio finished c"]
 
 
-async def test_the_loop_follows_the_function(where: tm.Context) -> None:
+async def test_the_loop_follows_the_function(where_trio: tm.Context) -> None:
     with trio.fail_after(WAIT):
-        assert await where.call(th.which_library) == "trio"
-        assert await where.call(ch.marked_trio) == "trio"
-        assert "EventLoop" in await where.call(ch.asyncio_sleep, 0, "x")
-        assert "EventLoop" in await where.call(th.marked_asyncio)
-        assert await where.call(th.on_main_thread) is False
+        assert await where_trio.call(th.which_library) == "trio"
+        assert await where_trio.call(ch.marked_trio) == "trio"
+        assert "EventLoop" in await where_trio.call(ch.asyncio_sleep, 0, "x")
+        assert "EventLoop" in await where_trio.call(th.marked_asyncio)
+        assert await where_trio.call(th.on_main_thread) is False
 
 
 async def test_asyncio_coroutines_are_cancelled_too(ctx: tm.Context) -> None:

@@ -660,3 +660,26 @@ def test_grace_times_are_positive() -> None:
         "LAST_WORDS",
     ):
         assert getattr(grace, name) > 0
+
+
+@pytest.mark.parametrize(
+    ("hexversion", "found"), [(0x020712F0, "2.7.18"), (0x03050AF0, "3.5.10"), (0x030000F0, "3.0.0")]
+)
+def test_a_child_python_older_than_3_6_fails_naming_both_versions(
+    hexversion: int, found: str
+) -> None:
+    link = Link(CHILD)
+    link.receive_stream(b"TMG0 %x\n" % hexversion)
+    assert link.state == FAILED
+    assert link.failure is not None
+    assert link.failure.phase == "bootstrap"
+    assert link.failure.error_class is ConnectError
+    assert "Python %s" % found in link.failure.reason
+    assert "needs Python 3.6 or newer" in link.failure.reason
+
+
+def test_a_child_of_python_3_6_is_not_refused() -> None:
+    link = Link(CHILD)
+    link.receive_stream(b"TMG0 30600f0\n" + ready_frame(hexversion=0x030600F0))
+    assert list(link.messages()) == []
+    assert link.state == READY

@@ -704,3 +704,24 @@ def test_loads_of_mutated_bodies(data: bytes, convert: Callable[[bytes], Any]) -
     except StreamError:
         return
     assert_plain(value)
+
+
+def test_bytearray_is_rebuilt_only_from_bytes() -> None:
+    # Protocol 4 has no opcode for bytearray: its class is called with the bytes to copy.
+    for value in (bytearray(), bytearray(b"abc"), [bytearray(3), 1 + 2j, {b"k": bytearray(b"v")}]):
+        got = loads(dumps(value))
+        assert got == value
+        assert [type(x) for x in got] == [type(x) for x in value]
+    # bytearray(2**31 - 1) would allocate 2 GiB for a body of 32 bytes.
+    sized = b"\x80\x04\x8c\x08builtins\x8c\tbytearray\x93J\xff\xff\xff\x7f\x85R."
+    with pytest.raises(StreamError, match="calls bytearray with int"):
+        loads(sized)
+    with pytest.raises(TypeError, match=r"cannot send an object of type builtins\.type"):
+        dumps([bytearray(1), bytearray])
+
+
+def test_every_body_is_written_with_a_protocol_python_3_6_reads() -> None:
+    for value in ([1, "a"], bytearray(b"x"), {1, 2}, frozenset({3}), (1 + 2j,)):
+        body = dumps(value)
+        assert body[:2] == b"\x80\x04"
+        assert pickle.loads(body) == value

@@ -17,7 +17,7 @@ from tests import value_helpers as vh
 from tests.conftest import WAIT, MasterOnly, discover_interpreters
 from tests.test_context import assert_identical
 from trimitogen.core import values
-from trimitogen.core.protocol import dumps, loads
+from trimitogen.core.protocol import PICKLE_PROTOCOL, dumps, loads
 
 
 def _version(label: str, python: str) -> tuple[int, ...]:
@@ -75,7 +75,8 @@ def test_shared_and_cyclic_containers_keep_their_shape() -> None:
 
 def test_plain_data_does_not_use_persistent_ids() -> None:
     # The opcode BINPERSID (b"Q") must not appear: plain bodies take the fast path unchanged.
-    assert dumps([1, "a", (2.0, None)]) == pickle.dumps([1, "a", (2.0, None)], protocol=5)
+    plain = [1, "a", (2.0, None)]
+    assert dumps(plain) == pickle.dumps(plain, protocol=PICKLE_PROTOCOL)
 
 
 def test_combined_flags_are_refused_with_a_hint() -> None:

@@ -1,7 +1,7 @@
 """trimitogen: run Python functions in other Python processes from Trio.
 
 Open a child with :func:`open_context` and a method such as :func:`local`, then ``await
-ctx.call(fn, *args)``.  The child needs nothing installed but Python 3.8 or newer.
+ctx.call(fn, *args)``.  The child needs nothing installed but Python 3.6 or newer.
 """
 
 from ._containers import buildah as buildah

@@ -159,7 +159,7 @@ def local(
 
     ``python`` is the interpreter's path or a whole argv prefix such as
     ``["/usr/bin/python3", "-I", "-S"]``; by default the master's own ``sys.executable``.
-    Any CPython 3.8 or newer works: nothing needs to be installed for it.  ``env`` adds (or
+    Any CPython 3.6 or newer works: nothing needs to be installed for it.  ``env`` adds (or
     replaces) environment variables of the new process, and ``cwd`` is the directory it starts
     in; both apply before the interpreter starts (via ``via=``, on the intermediate's machine).
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
 import marshal
@@ -45,7 +46,7 @@ LAZY_MODULES = (
     "trimitogen.core.channels",
 )
 
-# The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or
+# The loader runs with either SOURCES/LAZY (module sources: any Python 3.6+ compiles them) or
 # CODES (marshalled code objects, read as one more chunk: only for an interpreter of the master's
 # own build, and several times faster to start because nothing is compiled).
 _LOADER = """\
@@ -75,20 +76,54 @@ class LazyRuntime:
         LAZY.pop(module.__name__)
 
 
+class Package(M):
+    # A method of the class rather than a module __getattr__ (PEP 562), which 3.6 lacks.
+    def __getattr__(self, name):
+        from trimitogen.core.package import attribute
+        return attribute(name)
+
+
 sys.meta_path.insert(0, LazyRuntime())
+
+
+def asyncio_run(main):
+    import asyncio
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+class AsyncioRun:
+    # asyncio.run arrived in 3.7: 3.6's asyncio gets one when it is first imported (importing it
+    # at start-up would cost 70 ms).
+    def find_spec(self, name, path=None, target=None):
+        if name != "asyncio":
+            return None
+        sys.meta_path.remove(self)
+        from importlib.machinery import PathFinder
+        spec = PathFinder.find_spec(name)
+        if spec is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_and_add_run(module):
+                exec_module(module)
+                module.run = asyncio_run
+            spec.loader.exec_module = exec_and_add_run
+        return spec
+
+
+if sys.version_info < (3, 7):
+    sys.meta_path.insert(0, AsyncioRun())
 for name in ("trimitogen", "trimitogen.core"):
     pkg = M(name)
     pkg.__path__ = []
     pkg.__package__ = name
     sys.modules[name] = pkg
-
-
-def public_name(name):
-    from trimitogen.core.package import attribute
-    return attribute(name)
-
-
-sys.modules["trimitogen"].__getattr__ = public_name
+sys.modules["trimitogen"].__class__ = Package
 for name in EAGER:
     mod = M(name)
     mod.__package__ = "trimitogen.core"
@@ -96,7 +131,7 @@ for name in EAGER:
     sys.modules[name] = mod
     exec(code_of(name, SOURCES), mod.__dict__)
     setattr(sys.modules["trimitogen.core"], name.rpartition(".")[2], mod)
-del M, name, mod, pkg, public_name
+del M, name, mod, pkg, Package, AsyncioRun
 sys.modules["trimitogen.core.child"].main(read_exact, in_fd)
 """
 
@@ -127,7 +162,63 @@ def _minimized(name: str) -> str:
     module = importlib.import_module(name)
     assert module.__file__ is not None
     with open(module.__file__, encoding="utf-8") as f:
-        return minimize_source(f.read())
+        return strip_annotations(minimize_source(f.read()))
+
+
+def strip_annotations(source: str) -> str:
+    """``source`` without annotations and without ``from __future__ import annotations``.
+
+    That future import is a SyntaxError before Python 3.7, and without it an annotation at module
+    or class level is evaluated, which fails for names imported only for the type checker.  So
+    the runtime is shipped without either, and the same source runs on every child Python from
+    3.6.  Every statement stays on its line (a removed annotation that spanned lines leaves
+    backslash continuations), so tracebacks point at the lines of the original files.
+    """
+    tree = ast.parse(source)
+    lines = source.split("\n")
+    edits: list[tuple[tuple[int, int], tuple[int, int], str]] = []
+
+    def char_pos(row: int, byte_col: int) -> tuple[int, int]:
+        # ast counts columns in UTF-8 bytes, tokenize and str slicing in characters.
+        line = lines[row - 1]
+        return row, len(line.encode("utf-8")[:byte_col].decode("utf-8", "replace"))
+
+    def start(node: ast.AST) -> tuple[int, int]:
+        return char_pos(node.lineno, node.col_offset)  # type: ignore[attr-defined]
+
+    def end(node: ast.AST) -> tuple[int, int]:
+        return char_pos(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            kept = [alias.name for alias in node.names if alias.name != "annotations"]
+            text = "from __future__ import " + ", ".join(kept) if kept else "pass"
+            edits.append((start(node), end(node), text))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+                if arg is not None and arg.annotation is not None:
+                    row, col = start(arg)
+                    edits.append(((row, col + len(arg.arg)), end(arg.annotation), ""))
+            if node.returns is not None:
+                # Only blanks and line continuations stand between the arrow and the annotation.
+                row, col = start(node.returns)
+                while "->" not in lines[row - 1][:col]:
+                    row, col = row - 1, len(lines[row - 2])
+                edits.append(((row, lines[row - 1].rindex("->", 0, col)), end(node.returns), ""))
+        elif isinstance(node, ast.AnnAssign):
+            if node.value is None:
+                edits.append((start(node), end(node), "pass"))
+            else:
+                edits.append((end(node.target), end(node.annotation), ""))
+    for (row, col), (end_row, end_col), text in sorted(edits, reverse=True):
+        head = lines[row - 1][:col]
+        head, tail = (head + text if text else head.rstrip(" ")), lines[end_row - 1][end_col:]
+        if end_row == row:
+            lines[row - 1] = head + tail
+        else:  # as many lines as before: continuations stand where the removed ones were
+            lines[row - 1 : end_row] = [head + " \\", *[" \\"] * (end_row - row - 1), tail]
+    return "\n".join(lines)
 
 
 @functools.cache

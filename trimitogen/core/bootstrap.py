@@ -22,6 +22,11 @@ from typing import List, Optional
 
 MARKER = b"TMG0 "
 
+#: The oldest Python the child runtime runs on.
+MIN_VERSION = (3, 6)
+
+# Stage 1 itself runs on any Python (2.7 included): an older one announces its version, then
+# exits instead of failing on the runtime's syntax; the master names both versions in its error.
 _STAGE1 = """\
 import os,sys,zlib
 i=1 if os.isatty(0) else 0
@@ -32,14 +37,19 @@ def r(n):
   if not c:raise SystemExit("trimitogen: connection closed during bootstrap")
   b+=c
  return b
-os.write(1,b"TMG0 %x\\n"%sys.hexversion)
+os.write(1,("TMG0 %x\\n"%sys.hexversion).encode())
+if sys.version_info<OLDEST:raise SystemExit("trimitogen needs Python OLDEST or newer")
 exec(zlib.decompress(r(int(r(8),16))),{"__name__":"__trimitogen_bootstrap__","read_exact":r,"in_fd":i})
 """
 
 
 def stage1_command() -> str:
     """The ``-c`` argument that starts a child: shell-safe, a single line."""
-    encoded = binascii.b2a_base64(zlib.compress(_STAGE1.encode(), 9), newline=False).decode()
+    oldest = "%d.%d" % MIN_VERSION
+    stage1 = _STAGE1.replace("<OLDEST", "<(%s)" % oldest.replace(".", ",")).replace(
+        "OLDEST", oldest
+    )
+    encoded = binascii.b2a_base64(zlib.compress(stage1.encode(), 9), newline=False).decode()
     return "import binascii,zlib;exec(zlib.decompress(binascii.a2b_base64('%s')))" % encoded
 
 

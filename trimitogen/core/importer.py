@@ -179,7 +179,16 @@ class Importer:
         if code:
             compiled = marshal.loads(zlib.decompress(code))
         else:
-            compiled = compile(zlib.decompress(source), origin, "exec", dont_inherit=True)
+            try:
+                compiled = compile(zlib.decompress(source), origin, "exec", dont_inherit=True)
+            except SyntaxError as exc:
+                # Often a module written for the master's newer Python: say which one runs here.
+                here = "module %s from the master, and Python %s here" % (
+                    name,
+                    sys.version.split()[0],
+                )
+                exc.msg = "%s (%s)" % (exc.msg, here)
+                raise
         try:
             exec(compiled, module.__dict__)
         except (Exception, SystemExit) as exc:

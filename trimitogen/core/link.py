@@ -19,7 +19,7 @@ child is a link that expects no marker.
 
 from __future__ import annotations
 
-from .bootstrap import BootstrapParser
+from .bootstrap import MIN_VERSION, BootstrapParser
 from .connect import PromptDialog
 from .errors import ConnectError, HostKeyError, PasswordError, StreamError
 from .grace import Grace as Grace
@@ -137,6 +137,10 @@ class Link:
         if self.bootstrap.hexversion is None:
             if not self.bootstrap.receive_data(data):
                 return
+            found = self.bootstrap.hexversion or 0
+            if found >> 16 < MIN_VERSION[0] << 8 | MIN_VERSION[1]:
+                self.fail(ConnectError(too_old(found)))
+                return
             data = self.bootstrap.remainder
         if data:
             self.decoder.receive_data(data)
@@ -247,6 +251,15 @@ class Link:
         """The child is gone for ``reason``; a child still starting failed for it."""
         self.fail(ConnectError(reason))
         self.state = GONE
+
+
+def too_old(hexversion: int) -> str:
+    """Why a child of Python ``hexversion`` cannot run the runtime, and what to do."""
+    found = "%d.%d.%d" % (hexversion >> 24, hexversion >> 16 & 0xFF, hexversion >> 8 & 0xFF)
+    return (
+        "its interpreter is Python %s, and trimitogen needs Python %d.%d or newer there (pass "
+        "python= the path of a newer interpreter on that side)" % (found, *MIN_VERSION)
+    )
 
 
 def connect_failure(what: str, name: str, phase: str, reason: str, lines: List[str]) -> str:

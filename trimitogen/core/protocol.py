@@ -21,6 +21,7 @@ import _pickle
 import io
 import mmap
 import struct
+import sys
 
 from .errors import StreamError
 
@@ -64,11 +65,12 @@ FLAG_DEAD = 0x01
 #: arrives (a header alone, however large its length, commits no memory).
 _MMAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 
-PICKLE_PROTOCOL = 5  # available on every supported child (3.8+)
+#: The newest protocol every supported child reads (3.6 and 3.7 stop at 4); 5 is no faster here.
+PICKLE_PROTOCOL = 4
 
-#: Globals that a body may name.  set and frozenset have opcodes under protocol 5; they are listed
+#: Globals that a body may name.  set and frozenset have opcodes since protocol 4; they are listed
 #: for peers that send older protocols.  bytearray is not: called with a number it allocates that
-#: many bytes, which would let a tiny body take gigabytes (protocol 5 has an opcode for it).
+#: many bytes, which would let a tiny body take gigabytes (see _bytearray).
 _ALLOWED_GLOBALS = frozenset(
     (
         ("builtins", "complex"),
@@ -193,14 +195,14 @@ _PLAIN: Any = _Plain()
 
 class _RestrictedPickler(_pickle.Pickler):
     # reducer_override is consulted only for objects the C pickler has no opcode for.  A complex
-    # number is rebuilt by calling its class, so the class itself is written once too; whether it
-    # also appears on its own is checked after the dump.
+    # number (and, under protocol 4, a bytearray) is rebuilt by calling its class, so the class
+    # itself is written once too; whether it also appears on its own is checked after the dump.
     saw_class = False
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is complex:
             return NotImplemented
-        if obj is complex:
+        if obj is complex or obj is bytearray:
             self.saw_class = True
             return NotImplemented
         from . import values
@@ -208,6 +210,28 @@ class _RestrictedPickler(_pickle.Pickler):
         if values.learn(obj):
             raise _ValuesFound
         raise TypeError(_refusal(obj))
+
+    if sys.version_info < (3, 8):  # noqa: UP036 - children run 3.6 and 3.7 too
+
+        def persistent_id(self, obj: Any) -> Any:
+            # The same decisions as reducer_override, asked for every object (slower).
+            if type(obj) in _PLAIN_SCALARS or type(obj) in _PLAIN_CONTAINERS:
+                return None
+            if obj is complex or obj is bytearray:
+                self.saw_class = True
+                return None
+            from . import values
+
+            if values.learn(obj):
+                return values.persistent_id(obj)
+            raise TypeError(_refusal(obj))
+
+
+def _bytearray(data: Any = b"") -> bytearray:
+    # Protocol 4 rebuilds a bytearray by calling its class: only with the bytes to copy.
+    if type(data) is not bytes:
+        raise StreamError("refused a body that calls bytearray with %s" % type(data).__name__)
+    return bytearray(data)
 
 
 class _ValuesFound(Exception):
@@ -237,6 +261,9 @@ class _RestrictedUnpickler(_pickle.Unpickler):
         return placeholder
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("builtins", "bytearray"):
+            self.saw_global = True
+            return _bytearray
         if (module, name) in _ALLOWED_GLOBALS:
             self.saw_global = True
             return super().find_class(module, name)
@@ -328,7 +355,7 @@ def dumps_body(obj: Any) -> Body:
     if pickler.saw_class:
         from .values import is_value
 
-        bad = _first_non_plain(obj, None if persistent_id is None else is_value)
+        bad = _first_non_plain(obj, is_value)
         if bad is not _PLAIN:
             raise TypeError(_refusal(bad))
     return body

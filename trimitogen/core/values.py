@@ -299,8 +299,11 @@ def _module(name: str, may_import: bool, what: str) -> Any:
 
 def _member_map(cls: Any) -> Optional[Dict[str, Any]]:
     # Read from the class's own namespace: no property or metaclass code of the enum runs.
+    import collections
+
     members = vars(cls).get("_member_map_")
-    return members if type(members) is dict else None
+    # A dict; an OrderedDict before Python 3.7.
+    return members if type(members) in (dict, collections.OrderedDict) else None
 
 
 def _build_enum(parts: Tuple[Any, ...], may_import: bool) -> Any:
