@@ -87,10 +87,15 @@ def _mirror(name: str) -> Type[CallError]:
             and issubclass(base, Exception)
             and base.__module__ == "builtins"
         ):
-            # The class is named after what it mirrors, so a traceback in the master reads
-            # ``trimitogen.core.errors.RemoteValueError: builtins.ValueError: ...``.
+            # Named CallError: a traceback reads ``trimitogen.core.errors.CallError:
+            # builtins.ValueError: ...``, and code that reports ``type(exc).__name__`` sees the
+            # class it knows.
             try:
-                candidate = type("Remote" + name, (CallError, base), {"__module__": __name__})
+                candidate = type(
+                    "CallError",
+                    (CallError, base),
+                    {"__module__": __name__, "__qualname__": "CallError"},
+                )
                 str(candidate("builtins." + name, "probe", ""))
                 cls = candidate
             except TypeError:
