@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model import Section
-from . import cancellation, fork, imports, local, logins
+from . import cancellation, fork, imports, local, logins, streams
 
 SECTIONS: tuple[Section, ...] = (
     local.SECTION,
@@ -13,6 +13,7 @@ SECTIONS: tuple[Section, ...] = (
     logins.SUDO,
     logins.HOP,
     cancellation.SECTION,
+    streams.SECTION,
 )
 
 NAMES = tuple(section.name for section in SECTIONS)
