@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import trimitogen as tm
 from tests import stream_helpers as sh
@@ -233,3 +234,58 @@ async def test_sending_to_a_child_that_does_not_read_waits(ctx: tm.Context) -> N
             assert await ctx.call(sh.echo, "calls still answer") == "calls still answer"
         while "never_reads saw the close" not in await ctx.call(sh.events):
             await trio.sleep(0.01)
+
+
+# -- byte streams -----------------------------------------------------------------------------
+async def test_a_tcp_stream_through_the_context_is_a_trio_stream(where: tm.Context) -> None:
+    """trio.testing's own checks of a half-closeable stream, both ways round: the child
+    connects to a listener of the master's, so both ends are here to compare."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def pair() -> tuple[trio.abc.HalfCloseableStream, trio.abc.HalfCloseableStream]:
+        accepted: list[trio.SocketStream] = []
+
+        async def accept() -> None:
+            accepted.append(await listeners[0].accept())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(accept)
+            relayed = await where.open_tcp_stream("127.0.0.1", port)
+        return relayed, accepted[0]
+
+    async def reversed_pair() -> tuple[trio.abc.HalfCloseableStream, trio.abc.HalfCloseableStream]:
+        relayed, accepted = await pair()
+        return accepted, relayed
+
+    try:
+        with trio.fail_after(WAIT * 2):
+            await trio.testing.check_half_closeable_stream(pair, None)
+            await trio.testing.check_half_closeable_stream(reversed_pair, None)
+            relayed, accepted = await pair()
+            async with relayed, accepted:
+                payload = os.urandom(3 * MIB)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(relayed.send_all, payload)
+                    got = b""
+                    while len(got) < len(payload):
+                        got += await accepted.receive_some()
+                assert got == payload
+    finally:
+        for listener in listeners:
+            await listener.aclose()
+    conn: Any = where._conn  # every relay ended in the child, and the master forgot it
+    with trio.fail_after(WAIT):
+        while conn.streams:
+            await trio.sleep(0.01)
+
+
+async def test_a_refused_tcp_connection_raises_the_childs_error(ctx: tm.Context) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with trio.fail_after(WAIT), pytest.raises(ConnectionRefusedError) as info:
+        await ctx.open_tcp_stream("127.0.0.1", port)
+    assert isinstance(info.value, tm.CallError)

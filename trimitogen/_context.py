@@ -14,6 +14,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 import trio
 
 from . import _files
+from ._bytestreams import RemoteByteStream
 from ._connection import spawn
 from ._files import Progress, TreeResult
 from ._funcref import function_reference
@@ -23,7 +24,7 @@ from ._responder import ImportStats, ModuleResponder, module_names
 from ._route import SHUT_DOWN, ContextStatistics, Route
 from ._streams import WINDOW_BYTES, WINDOW_ITEMS, RemoteChannel, RemoteStream
 from .core import calls
-from .core.channels import ChannelEnd
+from .core.channels import ChannelEnd, tcp_relay
 from .core.errors import CallError, ChannelError, ConnectError, StreamError, remote_error
 from .core.importer import ModulePolicy
 from .core.link import ERROR_CLASSES, Grace, connect_failure
@@ -218,10 +219,10 @@ class Context:
         (see :doc:`streams`).  Leaving the block closes the channel and cancels ``fn``."""
         return self._stream(fn, args, kwargs, channel=True)
 
-    @asynccontextmanager
-    async def _stream(
-        self, fn: Callable[..., Any], args: Any, kwargs: Any, channel: bool = False
-    ) -> AsyncIterator[Any]:
+    def _open_remote(
+        self, fn: Callable[..., Any], args: Any, kwargs: Any, channel: bool
+    ) -> RemoteStream[Any]:
+        """Send OPEN_STREAM (or OPEN_CHANNEL) for ``fn``; the master's end, registered."""
         route = self._route
         if route.dead_reason is not None:
             raise route.channel_error()
@@ -236,10 +237,31 @@ class Context:
         body = OpenStream.pack(module, qualname, args, kwargs, WINDOW_ITEMS, WINDOW_BYTES)
         handle = HANDLE_OPEN_CHANNEL if channel else HANDLE_OPEN_STREAM
         conn.send(Message(self.context_id, MASTER_ID, handle, stream.handle, body))
+        return stream
+
+    @asynccontextmanager
+    async def _stream(
+        self, fn: Callable[..., Any], args: Any, kwargs: Any, channel: bool = False
+    ) -> AsyncIterator[Any]:
+        stream = self._open_remote(fn, args, kwargs, channel)
         try:
             yield stream
         finally:
             await stream.aclose()
+
+    async def open_tcp_stream(self, host: str, port: int) -> RemoteByteStream:
+        """Have the child connect to ``host:port`` and return the connection as a Trio
+        :class:`~trio.abc.HalfCloseableStream`, relayed through every hop like ssh's port
+        forwarding (see :doc:`streams`).  A refused connection raises the child's error
+        (``ConnectionRefusedError``, also a :class:`CallError`)."""
+        channel = self._open_remote(tcp_relay, (host, port), {}, True)
+        assert isinstance(channel, RemoteChannel)
+        try:
+            peer = await channel.receive()
+        except BaseException:
+            await channel.aclose()
+            raise
+        return RemoteByteStream(channel, tuple(peer))
 
     async def put_file(
         self,

@@ -48,6 +48,7 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
         self._items: collections.deque[Any] = collections.deque()
         self._failure: BaseException | None = None
         self._ended = False  # the far side said it is done (end, error, or gone)
+        self._far_eof = False  # the far side sends nothing more, but may still receive
         self._closed = False  # closed here
         self._lot = trio.lowlevel.ParkingLot()
         # Credit: what the far side may still send, and what was taken here but not granted.
@@ -95,6 +96,8 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
             self._granted_items -= 1
             self._granted_bytes -= size
             self._items.append((body.value, size))
+        elif type(body) is StreamEnd and body.end == "eof":
+            self._far_eof = True  # a half-close: the far side may still receive
         elif type(body) is StreamEnd:
             self._end(None)
         else:
@@ -123,7 +126,8 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
                 self._took(size)
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return value  # type: ignore[no-any-return]
-            if self._ended:
+            if self._ended or self._far_eof:
+                await trio.lowlevel.cancel_shielded_checkpoint()  # a checkpoint either way
                 if self._failure is not None:
                     raise self._failure
                 raise trio.EndOfChannel
@@ -222,6 +226,12 @@ class RemoteChannel(RemoteStream[Any], trio.abc.Channel[Any]):
         self._send_bytes -= len(encoded)
         self._conn.send(Message(self.target, MASTER_ID, self.handle, 0, encoded))
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_writable(self) -> None:
+        """Until a ``send`` would not wait for credit (or would fail at once)."""
+        while not (self._closed or self._ended or (self._send_items > 0 and self._send_bytes > 0)):
+            await self._send_lot.park()
+        await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         self._send_lot.unpark_all()

@@ -13,7 +13,7 @@ import _thread
 import collections
 
 from .errors import ChannelError
-from .messages import Credit, OpenStream, ReplyOk, decode_stream
+from .messages import Credit, OpenStream, ReplyOk, StreamEnd, decode_stream
 from .protocol import HANDLE_CREDIT, Message
 
 TYPE_CHECKING = False
@@ -43,7 +43,8 @@ class ChannelEnd:
         self._inbox: Deque[Tuple[Any, int]] = collections.deque()
         self._lock = _thread.allocate_lock()
         self._waiter: Optional[Any] = None
-        self._master_closed = False
+        self._master_closed = False  # the master closed the channel (CANCEL)
+        self._master_eof = False  # the master will send nothing more (a byte stream's EOF)
         self._taken_items = 0
         self._taken_bytes = 0
         #: "trio" or "asyncio" when a coroutine function holds this end.
@@ -59,7 +60,7 @@ class ChannelEnd:
             if type(body) is ReplyOk:
                 self._inbox.append((body.value, len(msg.data)))
             else:
-                self._master_closed = True
+                self._master_eof = True
         self._wake()
 
     def master_closed(self) -> None:
@@ -88,7 +89,7 @@ class ChannelEnd:
                 if self._inbox:
                     value, size = self._inbox.popleft()
                     break
-                if self._master_closed:
+                if self._master_closed or self._master_eof:
                     raise EOFError("the master closed the channel")
                 waiter = self._waiter = _thread.allocate_lock()
                 waiter.acquire()
@@ -123,6 +124,15 @@ class ChannelEnd:
     def close(self) -> None:
         """Close the channel: the master's ``receive`` raises ``EndOfChannel``."""
         self._streams.finish(self._key, None)
+
+    @property
+    def closed_by_master(self) -> bool:
+        """Whether the master closed the channel (not merely ended its sending)."""
+        return self._master_closed
+
+    def send_eof(self) -> None:
+        """Tell the master this end sends nothing more; it may go on sending (a half-close)."""
+        self._streams._send(self._key, StreamEnd.pack("eof"))
 
     # The awaitable API (the blocking calls, run in a worker thread of the loop) -----------------
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
@@ -181,3 +191,46 @@ def _run(streams: Any, key: Key, request: Any, end: ChannelEnd) -> None:
         streams.finish(key, None)
     except BaseException as exc:
         streams.finish(key, exc)
+
+
+def tcp_relay(channel: ChannelEnd, host: str, port: int) -> None:
+    """Connect to ``host:port`` here and relay bytes both ways through ``channel`` (the remote
+    side of :meth:`Context.open_tcp_stream`): the first item up is the peer's address, then
+    bytes; an EOF either way is passed on as a half-close."""
+    import socket
+
+    sock = socket.create_connection((host, port))
+    writer_done = _thread.allocate_lock()
+    writer_done.acquire()
+
+    def write() -> None:
+        try:
+            for data in channel:
+                sock.sendall(data)
+            if channel.closed_by_master:
+                sock.shutdown(socket.SHUT_RDWR)  # also ends the read below
+            else:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the peer is gone: the read below sees it too
+        finally:
+            writer_done.release()
+
+    try:
+        channel.send(tuple(sock.getpeername()[:2]))
+        _thread.start_new_thread(write, ())
+        while True:
+            data = sock.recv(RELAY_CHUNK)
+            if not data:
+                channel.send_eof()
+                break
+            channel.send(data)
+        writer_done.acquire()
+    except ChannelError:
+        pass  # the master closed the stream
+    finally:
+        sock.close()
+
+
+#: Bytes read from a relayed socket at a time (one item of the channel).
+RELAY_CHUNK = 64 * 1024

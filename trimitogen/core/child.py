@@ -40,6 +40,7 @@ from .messages import (
 )
 from .pgroup import end_group, lead_session
 from .protocol import (
+    FIRST_REPLY_HANDLE,
     FLAG_DEAD,
     HANDLE_CALL,
     HANDLE_CANCEL,
@@ -55,7 +56,7 @@ from .protocol import (
     FrameDecoder,
     Message,
 )
-from .side import Side, write_parts_blocking
+from .side import Side, same_file, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -387,7 +388,8 @@ class ExternalContext:
                 # Not started yet (a fork waiting behind calls): it must not start later.
                 self._cancelled.add(context_id)
         elif self.streams is None or not self.streams.deliver(msg):
-            self.log(30, "dropped a message for unknown handle %d" % msg.handle)
+            late = msg.handle >= FIRST_REPLY_HANDLE  # items for a channel that just ended
+            self.log(10 if late else 30, "dropped a message for unknown handle %d" % msg.handle)
 
     def _is_queued(self, key: Any) -> bool:
         return any((msg.src, msg.reply_to) == key for msg in list(self._queue))
@@ -590,7 +592,7 @@ def main(read_exact: Callable[[int], bytes], stage1_fd: int = 0) -> None:
 
     config = loads(read_exact(int(read_exact(8), 16)))
     in_fd = os.dup(stage1_fd)
-    out_fd = in_fd if _same_file(stage1_fd, 1) else os.dup(1)
+    out_fd = in_fd if same_file(stage1_fd, 1) else os.dup(1)
     start_runtime(ExternalContext(config, in_fd, out_fd))
 
 
@@ -612,8 +614,3 @@ def _bytecode_magic() -> bytes:
     # importlib's bootstrap is always loaded; importing importlib.util would cost time.
     external = sys.modules.get("_frozen_importlib_external")
     return bytes(getattr(external, "MAGIC_NUMBER", b""))
-
-
-def _same_file(fd1: int, fd2: int) -> bool:
-    st1, st2 = os.fstat(fd1), os.fstat(fd2)
-    return (st1.st_dev, st1.st_ino) == (st2.st_dev, st2.st_ino)

@@ -175,3 +175,9 @@ def written(parts: List[Any], n: int) -> List[Any]:
         n -= size  # empty buffers are passed over here too
         i += 1
     return []
+
+
+def same_file(fd1: int, fd2: int) -> bool:
+    """Whether two descriptors refer to the same open file (one socket on fds 0 and 1)."""
+    st1, st2 = os.fstat(fd1), os.fstat(fd2)
+    return (st1.st_dev, st1.st_ino) == (st2.st_dev, st2.st_ino)

@@ -1,0 +1,130 @@
+"""Byte streams through a context: a TCP connection made by the child, as a Trio stream.
+
+:meth:`Context.open_tcp_stream` has the child connect (through every ``via=`` hop, like ssh's
+port forwarding through any chain of contexts) and relay bytes over a two-way channel; this
+module's :class:`RemoteByteStream` is the master's end, a :class:`trio.abc.HalfCloseableStream`.
+Bytes travel as ``bytes`` items with no pickling beyond the frame, within the channel's credit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ._streams import RemoteChannel
+from .core.errors import CallError, ChannelError, StreamError
+from .core.messages import StreamEnd
+from .core.protocol import MASTER_ID, Message
+
+#: The largest piece of a ``send_all`` sent as one item.
+PIECE = 64 * 1024
+
+
+class RemoteByteStream(trio.abc.HalfCloseableStream):
+    """The master's end of a byte stream relayed by a context (see the module)."""
+
+    def __init__(self, channel: RemoteChannel, peer: tuple[Any, ...]) -> None:
+        self._channel = channel
+        #: The address the child connected to, as the child's socket reported it.
+        self.peer = peer
+        self._buffer = b""
+        self._closed = False
+        self._eof_sent = False
+        self._eof_seen = False
+        self._sending = False
+        self._receiving = False
+
+    def __repr__(self) -> str:
+        return "<RemoteByteStream to %r via %r>" % (self.peer, self._channel._name)
+
+    def _broken(self, exc: BaseException) -> trio.BrokenResourceError:
+        return trio.BrokenResourceError(
+            "the connection to %r through context %r: %s" % (self.peer, self._channel._name, exc)
+        )
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            if self._closed or self._eof_sent:
+                raise trio.ClosedResourceError("the stream was closed for sending")
+            view = memoryview(data).cast("B")
+            if not view:
+                await trio.lowlevel.checkpoint()
+                return
+            for start in range(0, len(view), PIECE):
+                try:
+                    await self._channel.send(bytes(view[start : start + PIECE]))
+                except trio.ClosedResourceError:
+                    raise
+                except (trio.BrokenResourceError, ChannelError, StreamError) as exc:
+                    raise self._broken(exc) from None
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("the stream was closed")
+            await self._channel.wait_writable()
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        await trio.lowlevel.checkpoint()
+        if self._eof_sent:
+            return
+        self._eof_sent = True
+        channel = self._channel
+        if not channel._ended:
+            try:
+                channel._conn.send(
+                    Message(channel.target, MASTER_ID, channel.handle, 0, StreamEnd.pack("eof"))
+                )
+            except ChannelError:
+                pass
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None:
+            if not isinstance(max_bytes, int):
+                raise TypeError("max_bytes must be an int or None")
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be at least 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this stream")
+        self._receiving = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("the stream was closed")
+            if not self._buffer and not self._eof_seen:
+                try:
+                    self._buffer = await self._channel.receive()
+                except trio.EndOfChannel:
+                    self._eof_seen = True
+                except trio.ClosedResourceError:
+                    raise
+                except (CallError, ChannelError, StreamError) as exc:
+                    raise self._broken(exc) from None
+            else:
+                await trio.lowlevel.checkpoint()
+            if self._closed:
+                raise trio.ClosedResourceError("the stream was closed")
+            size = len(self._buffer) if max_bytes is None else max_bytes
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            return data
+        finally:
+            self._receiving = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._buffer = b""
+        await self._channel.aclose()
