@@ -9,10 +9,13 @@ others running.
 Which loop runs a function is decided per function, the same way every time:
 
 1. ``@trimitogen.event_loop("trio")`` or ``("asyncio")`` on the function decides;
-2. otherwise, a function whose module uses asyncio (a module, function or class from it is among
-   the module's globals) and not Trio runs under asyncio;
-3. otherwise Trio, the child's own if it has one, else received from the master like any module;
-   only a function whose module uses neither falls back to asyncio when Trio cannot be imported.
+2. otherwise, the library the function's own code names (``trio.sleep``, a local ``import
+   asyncio``), if it names one of the two;
+3. otherwise, the library its module uses (a module, function or class from it among the
+   module's globals), Trio if it uses both;
+4. otherwise (a coroutine that uses neither) asyncio, which every child has.
+
+Trio is the child's own if it has one, else received from the master like any module.
 """
 
 from __future__ import annotations
@@ -75,24 +78,35 @@ def _module_uses(module: Any) -> Optional[str]:
     return ASYNCIO if found else None
 
 
+def _code_uses(code: Any) -> Optional[str]:
+    """TRIO, ASYNCIO or None: which of the two names a function's code (and the code nested in
+    it) refers to, such as ``trio.sleep`` or a local ``import asyncio``."""
+    found = set()
+    todo = [code]
+    while todo:
+        current = todo.pop()
+        names = set(getattr(current, "co_names", ())) | set(getattr(current, "co_varnames", ()))
+        found |= names & {TRIO, ASYNCIO}
+        todo += [c for c in getattr(current, "co_consts", ()) if type(c).__name__ == "code"]
+    if len(found) == 1:
+        return str(found.pop())
+    return None
+
+
 def choose(fn: Any) -> str:
     """The loop that runs coroutine function ``fn`` (see the module's docstring)."""
     explicit = getattr(fn, _MARK, None)
     if explicit in (TRIO, ASYNCIO):
         return str(explicit)
+    in_code = _code_uses(getattr(fn, "__code__", None))
+    if in_code is not None:
+        return in_code
     name = getattr(fn, "__module__", None)
     if type(name) is not str:
-        return TRIO
+        return ASYNCIO
     if name not in _module_choice:
         _module_choice[name] = _module_uses(sys.modules.get(name))
-    choice = _module_choice[name]
-    if choice is not None:
-        return choice
-    try:
-        __import__("trio")
-    except ImportError:
-        return ASYNCIO
-    return TRIO
+    return _module_choice[name] or ASYNCIO
 
 
 class Loops:

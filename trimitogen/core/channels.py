@@ -1,4 +1,6 @@
-"""Two-way channels in a child: ``fn(channel, *args)`` talking with the master both ways.
+"""Two-way channels in a child, and the credit window streams and channels share.
+
+A channel is ``fn(channel, *args)`` talking with the master both ways.
 
 An OPEN_CHANNEL is an OPEN_STREAM whose function gets the child's end of the channel as its first
 argument.  Items to the master travel like a stream's, within the window the master granted;
@@ -18,13 +20,63 @@ from .protocol import HANDLE_CREDIT, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Deque, Optional, Tuple
+    from typing import Any, Callable, Deque, Optional, Tuple
 
     Key = Tuple[int, int]
 
 #: The master may have this many items, and about this many bytes, on their way to the child.
 INBOX_ITEMS = 64
 INBOX_BYTES = 4 * 1024 * 1024
+
+
+class Window:
+    """Credit left for one stream; granted by the I/O thread, taken by the producer."""
+
+    def __init__(self, items: int, nbytes: int) -> None:
+        self.items = items
+        self.nbytes = nbytes
+        self.closed = False
+        self._cond_lock = _thread.allocate_lock()
+        self._waiter: Optional[Any] = None  # a held lock the sync producer waits on
+        #: For an async producer: called (on the I/O thread) after a grant or a close.
+        self.on_change: Optional[Callable[[], None]] = None
+
+    def grant(self, items: int, nbytes: int) -> None:
+        with self._cond_lock:
+            self.items += items
+            self.nbytes += nbytes
+        self._notify()
+
+    def close(self) -> None:
+        self.closed = True
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._cond_lock:
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.release()
+        if self.on_change is not None:
+            self.on_change()
+
+    def ready(self) -> bool:
+        """May one more item go (or is the stream closed)?"""
+        return self.closed or (self.items > 0 and self.nbytes > 0)
+
+    def take(self, nbytes: int) -> None:
+        with self._cond_lock:
+            self.items -= 1
+            self.nbytes -= nbytes  # may go below zero by one item: the next waits for credit
+
+    def wait_sync(self) -> None:
+        """Block until an item may go or the stream is closed."""
+        while True:
+            with self._cond_lock:
+                if self.closed or (self.items > 0 and self.nbytes > 0):
+                    return
+                waiter = self._waiter = _thread.allocate_lock()
+                waiter.acquire()
+            waiter.acquire()
 
 
 class ChannelEnd:
@@ -169,8 +221,6 @@ class ChannelEnd:
 
 def open_channel(streams: Any, msg: Message) -> None:
     """From the I/O thread: start ``fn(end, *args)`` for an OPEN_CHANNEL."""
-    from .streams import Window
-
     request = OpenStream.decode(msg.data, may_import=True)
     key = (msg.src, msg.reply_to)
     window = streams.by_key[key] = Window(request.items, request.nbytes)

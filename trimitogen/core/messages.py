@@ -465,6 +465,6 @@ HANDLES: Dict[str, Tuple[int, str, Type[Any]]] = {
     "DEL_ROUTE": (HANDLE_DEL_ROUTE, "intermediate → master", DelRoute),
     "CANCEL": (HANDLE_CANCEL, "master → context", Cancel),
     "OPEN_STREAM": (HANDLE_OPEN_STREAM, "master → context", OpenStream),
-    "CREDIT": (HANDLE_CREDIT, "either way", Credit),
+    "CREDIT": (HANDLE_CREDIT, "receiver → sender", Credit),
     "OPEN_CHANNEL": (HANDLE_OPEN_CHANNEL, "master → context", OpenChannel),
 }

@@ -18,64 +18,15 @@ from __future__ import annotations
 import _thread
 
 from .calls import describe_exception
+from .channels import Window, open_channel
 from .messages import Credit, OpenStream, ReplyOk, StreamEnd
 from .protocol import HANDLE_OPEN_CHANNEL, HANDLE_OPEN_STREAM, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Optional, Tuple
+    from typing import Any, Dict, Optional, Tuple
 
     Key = Tuple[int, int]
-
-
-class Window:
-    """Credit left for one stream; granted by the I/O thread, taken by the producer."""
-
-    def __init__(self, items: int, nbytes: int) -> None:
-        self.items = items
-        self.nbytes = nbytes
-        self.closed = False
-        self._cond_lock = _thread.allocate_lock()
-        self._waiter: Optional[Any] = None  # a held lock the sync producer waits on
-        #: For an async producer: called (on the I/O thread) after a grant or a close.
-        self.on_change: Optional[Callable[[], None]] = None
-
-    def grant(self, items: int, nbytes: int) -> None:
-        with self._cond_lock:
-            self.items += items
-            self.nbytes += nbytes
-        self._notify()
-
-    def close(self) -> None:
-        self.closed = True
-        self._notify()
-
-    def _notify(self) -> None:
-        with self._cond_lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.release()
-        if self.on_change is not None:
-            self.on_change()
-
-    def ready(self) -> bool:
-        """May one more item go (or is the stream closed)?"""
-        return self.closed or (self.items > 0 and self.nbytes > 0)
-
-    def take(self, nbytes: int) -> None:
-        with self._cond_lock:
-            self.items -= 1
-            self.nbytes -= nbytes  # may go below zero by one item: the next waits for credit
-
-    def wait_sync(self) -> None:
-        """Block until an item may go or the stream is closed."""
-        while True:
-            with self._cond_lock:
-                if self.closed or (self.items > 0 and self.nbytes > 0):
-                    return
-                waiter = self._waiter = _thread.allocate_lock()
-                waiter.acquire()
-            waiter.acquire()
 
 
 class Streams:
@@ -194,8 +145,6 @@ def on_message(context: Any, msg: Message) -> None:
         if msg.handle == HANDLE_OPEN_STREAM:
             context.streams.open(msg)
         else:
-            from .channels import open_channel
-
             open_channel(context.streams, msg)
         return
     credit = Credit.decode(msg.data)
