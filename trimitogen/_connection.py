@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -11,24 +12,27 @@ from typing import Any
 
 import trio
 
-from ._responder import ImportStats, ModuleResponder
+from ._responder import ModuleResponder
 from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
 from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
-from .core.messages import DelRoute, GetModule, LoadModule, Log
+from .core.messages import DelRoute, GetModule, GetResource, LoadModule, LoadResource, Log
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
     HANDLE_ADD_ROUTE,
     HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
+    HANDLE_GET_RESOURCE,
     HANDLE_LOAD_MODULE,
+    HANDLE_LOAD_RESOURCE,
     HANDLE_LOG,
     HANDLE_SHUTDOWN,
     MASTER_ID,
     Message,
 )
+from .core.resources import refused
 from .core.routing import RouteTable
 from .core.side import CHUNK_SIZE, IOV_MAX, Side, written
 
@@ -343,6 +347,8 @@ class Connection:
             self._on_log(route, msg)
         elif handle == HANDLE_GET_MODULE:
             self._on_get_module(route, msg)
+        elif handle == HANDLE_GET_RESOURCE:
+            self._on_get_resource(route, msg)
         elif handle == HANDLE_DEL_ROUTE:
             self._on_del_route(msg)
         elif handle == HANDLE_ADD_ROUTE:
@@ -404,7 +410,8 @@ class Connection:
             )
         body = LoadModule.pack(records)
         stats = route.import_stats
-        route.import_stats = ImportStats(
+        route.import_stats = dataclasses.replace(
+            stats,
             requests=stats.requests + 1,
             modules_sent=stats.modules_sent + sum(1 for r in records if r[1]),
             bytes_sent=stats.bytes_sent + len(body),
@@ -413,6 +420,40 @@ class Connection:
         self.logger.debug("sent %d module records for %r", len(records), name)
         try:
             self.send(Message(msg.src, MASTER_ID, HANDLE_LOAD_MODULE, 0, body))
+        except ChannelError:
+            pass
+
+    def _on_get_resource(self, route: Route, msg: Message) -> None:
+        try:
+            request = GetResource.decode(msg.data)
+        except StreamError as exc:
+            self.logger.warning("dropped a malformed resource request from %d: %s", msg.src, exc)
+            return
+        if self.responder is None:
+            answer = refused(request.package, request.path, "no module responder")
+            seconds = 0.0
+        else:
+            answer, seconds = self.responder.resource(
+                request.package, request.path, route.module_policy, route.modules_sent
+            )
+        body = LoadResource.pack(*answer)
+        stats = route.import_stats
+        route.import_stats = dataclasses.replace(
+            stats,
+            resources_sent=stats.resources_sent + (answer[2] == "file"),
+            resource_bytes_sent=stats.resource_bytes_sent + len(body),
+            seconds=stats.seconds + seconds,
+        )
+        if answer[2] == "refused":
+            self.logger.warning(
+                "refused package data %r of %r to context %r: %s",
+                request.path,
+                request.package,
+                route.name,
+                answer[5],
+            )
+        try:
+            self.send(Message(msg.src, MASTER_ID, HANDLE_LOAD_RESOURCE, 0, body))
         except ChannelError:
             pass
 

@@ -38,6 +38,7 @@ LAZY_MODULES = (
     "trimitogen.core.values",
     "trimitogen.core.package",
     "trimitogen.core.containers",
+    "trimitogen.core.resources",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.8+ compiles them) or

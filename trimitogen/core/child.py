@@ -32,6 +32,7 @@ from .loop import POLLIN, PollLoop, Waker
 from .messages import (
     Kill,
     LoadModule,
+    LoadResource,
     Log,
     Ready,
     Spawn,
@@ -42,6 +43,7 @@ from .protocol import (
     HANDLE_CALL,
     HANDLE_KILL,
     HANDLE_LOAD_MODULE,
+    HANDLE_LOAD_RESOURCE,
     HANDLE_LOG,
     HANDLE_READY,
     HANDLE_SHUTDOWN,
@@ -346,6 +348,8 @@ class ExternalContext:
             self.importer.on_load_module(records)
             if self.children is not None:
                 self.children.on_load_module(records)
+        elif msg.handle == HANDLE_LOAD_RESOURCE:
+            self._on_load_resource(msg)
         elif msg.handle == HANDLE_SHUTDOWN:
             self._stop_main()
         elif msg.handle == HANDLE_SPAWN:
@@ -357,6 +361,13 @@ class ExternalContext:
                 self._cancelled.add(context_id)
         else:
             self.log(30, "dropped a message for unknown handle %d" % msg.handle)
+
+    def _on_load_resource(self, msg: Message) -> None:
+        """Package data from the parent: for this context's importer or a child's request."""
+        answer = LoadResource.decode(msg.data).astuple()
+        self.importer.on_load_resource(answer)
+        if self.children is not None:
+            self.children.on_load_resource(answer)
 
     def _bounce(self, msg: Message, reason: str) -> None:
         """Tell the sender that ``msg`` could not be delivered (if it wants an answer)."""
@@ -424,6 +435,7 @@ class ExternalContext:
     def _start_watchdog(self) -> None:
         def watchdog() -> None:
             select.select([], [], [], Grace.CALL_FINISH)
+            self.importer.remove_files()  # os._exit() skips atexit, which would do it
             os._exit(0)
 
         _thread.start_new_thread(watchdog, ())

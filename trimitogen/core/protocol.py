@@ -51,6 +51,8 @@ HANDLE_SPAWN = 7  # master -> intermediate: start a child (a dict, see core/pare
 HANDLE_KILL = 8  # master -> intermediate: stop a child by force (its context id)
 HANDLE_ADD_ROUTE = 9  # intermediate -> master: a context now exists below (its id)
 HANDLE_DEL_ROUTE = 10  # intermediate -> master: contexts below are gone ([ids], reason)
+HANDLE_GET_RESOURCE = 12  # child -> parent: (package, path) of package data (core/resources.py)
+HANDLE_LOAD_RESOURCE = 13  # parent -> child: that data, a directory listing, or why not
 FIRST_REPLY_HANDLE = 1000
 
 #: Flag: the message could not be delivered; its body is the reason (a str).
