@@ -30,3 +30,13 @@ fi
 # mypy reads.  A new module file needs this script run again.
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,docs,bench,cli]' \
     --config-settings editable_mode=strict
+
+# The newest requests and urllib3 (installed above) need Python 3.10+; the test that imports requests
+# over the wire into a Python 3.8 child has a master serve these, the last to support 3.8
+# (tests/test_real_packages.py puts them on that master's path).  Pure Python, no dependencies.
+PY38_PACKAGES=.cache/py38-packages
+if [ ! -f "$PY38_PACKAGES/requests-2.32.3.dist-info/METADATA" ]; then
+    "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps --upgrade \
+        --target "$PY38_PACKAGES" --no-binary charset-normalizer \
+        requests==2.32.3 urllib3==2.2.3 idna==3.10 'certifi>=2024.8.30' charset-normalizer==3.4.0
+fi
