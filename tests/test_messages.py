@@ -25,8 +25,10 @@ from trimitogen.core.messages import (
     Call,
     DelRoute,
     GetModule,
+    GetResource,
     Kill,
     LoadModule,
+    LoadResource,
     Log,
     Ready,
     ReplyError,
@@ -80,6 +82,12 @@ VALID: dict[type[Schema], list[tuple[Any, ...]]] = {
     Kill: [(12,)],
     AddRoute: [(3,)],
     DelRoute: [([3, 4], "its process exited with status 1"), ((), "")],
+    GetResource: [("certifi", "cacert.pem"), ("pkg.sub", "")],
+    LoadResource: [
+        ("certifi", "cacert.pem", "file", b"x\x9c\x03\x00\x00\x00\x00\x01", (), ""),
+        ("pkg", "data", "dir", b"", ["a.txt", "sub/"], ""),
+        ("pkg", "../x", "refused", b"", [], "its path has a '..' part"),
+    ],
 }
 
 BODY_CLASSES = list(VALID)
@@ -551,3 +559,13 @@ def test_every_body_class_is_covered() -> None:
         if isinstance(obj, type) and issubclass(obj, Schema) and obj is not Schema
     }
     assert schemas == set(BODY_CLASSES)
+
+
+def test_a_resource_answer_has_one_of_the_known_kinds() -> None:
+    body: tuple[Any, ...] = ("pkg", "a.txt", "symlink", b"", [], "")
+    with pytest.raises(
+        StreamError, match=r"LoadResource \(handle 13\) body: field 'kind' must be one"
+    ):
+        LoadResource.decode(dumps(body))
+    with pytest.raises(StreamError, match="field 'kind'"):
+        LoadResource.decode(dumps(("pkg", "a.txt", b"file", b"", [], "")))

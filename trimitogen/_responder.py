@@ -422,7 +422,7 @@ class ModuleResponder:
     def _read_resource(self, package: str, path: str) -> ResourceAnswer:
         module = self._find(package)
         if not (module.found and module.is_package):
-            return refused(package, path, "the master no longer serves the package")
+            return refused(package, path, "it is not a package the master serves")
         parts = path.split("/") if path else []
         for directory in module.search_path:
             base = os.path.realpath(directory)
@@ -457,21 +457,26 @@ class ModuleResponder:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return refused(package, path, "it is not a regular file")
+            limit = self.max_resource_size
+            if st.st_size > limit:
+                return refused(package, path, _too_big(st.st_size, limit))
             stamp = (real, st.st_mtime_ns, st.st_size)
             cached = self._resources.get((package, path))
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-            limit = self.max_resource_size
-            data = f.read(limit + 1) if st.st_size <= limit else b""
-        if st.st_size > limit or len(data) > limit:
-            reason = (
-                "it is %d bytes, more than the %d bytes of package data one message may carry; "
-                "install the package where the context runs" % (max(st.st_size, len(data)), limit)
-            )
-            return refused(package, path, reason)
+            data = f.read(limit + 1)
+        if len(data) > limit:  # it grew since fstat()
+            return refused(package, path, _too_big(len(data), limit))
         answer: ResourceAnswer = (package, path, "file", zlib.compress(data, 6), [], "")
         self._resources[(package, path)] = (stamp, answer)
         return answer
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (
+        "it is %d bytes, more than the %d bytes of package data one message may carry; install "
+        "the package where the context runs" % (size, limit)
+    )
 
 
 def module_names(names: Sequence[str] | str | None) -> tuple[str, ...] | None:
