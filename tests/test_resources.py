@@ -248,3 +248,23 @@ def test_the_responder_serves_only_inside_packages_sent(datapkg: Any, tmp_path: 
     sent.add("datapkg_tmg.plain")
     (Path(datapkg.__file__).parent / "plain.py").write_text("")
     assert "not a package the master serves" in answer("datapkg_tmg.plain", "x")[5]
+
+
+async def test_a_fork_reads_the_data_of_packages_its_original_imported(datapkg: Any) -> None:
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local(), name="original") as original:
+            first, _, _, _ = await original.call(datapkg.real_file, "notes.txt")
+            async with tm.open_context(tm.fork(), via=original, name="copy") as copy:
+                # The copy inherited datapkg_tmg (nothing asked for it again) and reads its
+                # data through its own parent link, into a private directory of its own.
+                assert await copy.call(datapkg.get_data, "data/hello.txt") == b"hello, world\n"
+                path, content, _, _ = await copy.call(datapkg.real_file, "notes.txt")
+                assert content == "notes: ünïcode\n".encode()
+                assert os.path.dirname(os.path.dirname(path)) != os.path.dirname(
+                    os.path.dirname(first)
+                )
+                error = await copy.call(datapkg.error, "get_data", "datapkg_tmg", "leak.txt")
+                assert "leads outside the package's directory" in error[1]
+            assert not os.path.exists(path)  # the copy removed its own copies
+            assert os.path.exists(first)  # and not the original's
+            assert await original.call(datapkg.get_data, "notes.txt") == "notes: ünïcode\n".encode()

@@ -540,7 +540,10 @@ def _run_fork_copy(old: ExternalContext, request: Spawn, sock_fd: int) -> None:
     """In a forked copy: drop the original's runtime and run a fresh one on ``sock_fd``."""
     sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not old.importer]
     remove_forwarding(old)
-    start_runtime(ExternalContext(request.config, sock_fd, sock_fd))
+    context = ExternalContext(request.config, sock_fd, sock_fd)
+    old.importer.hand_over(context.importer)
+    start_runtime(context)
+    context.importer.remove_files()  # a fork ends with os._exit(), which skips atexit
 
 
 def _redirect_stdio(context: ExternalContext) -> None:

@@ -27,7 +27,7 @@ from .protocol import HANDLE_GET_MODULE, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
     Record = Tuple[str, bool, str, bool, bytes, bytes, str]
 
@@ -68,6 +68,10 @@ class Importer:
         self._package_dirs: Dict[str, str] = {}
         #: Package data read from the parent (see core/resources.py), made on first use.
         self.resources: Any = None
+        #: Names of the modules this importer ran (a fork's children have them already).
+        self.received: Set[str] = set()
+        #: In a forked copy, the importer of the copy's own runtime (see hand_over).
+        self._successor: Any = None
         self.closed = False
 
     def __repr__(self) -> str:
@@ -177,6 +181,7 @@ class Importer:
             record = self._records.pop(name)
         _name, _found, origin, is_package, source, code, _reason = record
         self._sources[name] = source
+        self.received.add(name)
         module.__file__ = origin
         if is_package:
             module.__path__ = []
@@ -213,8 +218,18 @@ class Importer:
                     self.resources.close()
             return self.resources
 
+    def hand_over(self, successor: Importer) -> None:
+        """In a forked copy: modules imported before the fork keep this importer as their
+        loader, but this one's parent is not the copy's; their package data is read through
+        ``successor``, the copy's own importer."""
+        self._successor = successor
+        successor._package_dirs.update(self._package_dirs)
+        successor.received.update(self.received)
+
     def get_resource_reader(self, fullname: str) -> Any:
         """The reader of ``importlib.resources`` for a package (or a module: its package's)."""
+        if self._successor is not None:
+            return self._successor.get_resource_reader(fullname)
         if not self.is_package(fullname):
             fullname = fullname.rpartition(".")[0]
             if not fullname:
@@ -227,6 +242,8 @@ class Importer:
     def get_data(self, path: str) -> bytes:
         """A file of a package received, by the path ``pkgutil.get_data`` makes from its
         ``__file__`` (``master:<directory>/<resource>``)."""
+        if self._successor is not None:
+            return bytes(self._successor.get_data(path))
         best = ""
         for directory in self._package_dirs:
             if path.startswith(directory + "/") and len(directory) > len(best):

@@ -158,6 +158,8 @@ class Downstream:
         self.reply_to = reply_to
         self.module_policy = ModulePolicy(request.deny, request.allow)
         self.modules_sent: Set[str] = set()
+        if forked is not None:  # a copy has every module this context had (package data too)
+            self.modules_sent.update(owner.context.importer.received)
         self.eof = False
         self._reported = False
         self._wlock = _thread.allocate_lock()
