@@ -47,7 +47,6 @@ class Importer:
         never_ask: Any = frozenset(),
         before_wait: Callable[[], None] = lambda: None,
     ) -> None:
-        self._send = send
         #: Sends a message to the parent (also used by :mod:`.resources`).
         self.send = send
         #: Called before waiting for an answer, so that the answer will be read.
@@ -114,7 +113,7 @@ class Importer:
             first = fullname not in self._waiting
             self._waiting.setdefault(fullname, []).append(latch)
         if first:
-            self._send(
+            self.send(
                 Message(
                     self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(fullname)
                 )
@@ -209,10 +208,11 @@ class Importer:
 
     # Package data (core/resources.py) --------------------------------------------------------
     def _served(self) -> Any:
+        # Imported outside the lock: an import may consult this importer, which takes it.
+        from .resources import ServedResources
+
         with self._lock:
             if self.resources is None:
-                from .resources import ServedResources
-
                 self.resources = ServedResources(self)
                 if self.closed:
                     self.resources.close()
@@ -234,9 +234,9 @@ class Importer:
             fullname = fullname.rpartition(".")[0]
             if not fullname:
                 return None
-        from .resources import ServedReader, _register_as_file
+        from .resources import ServedReader, register_as_file
 
-        _register_as_file()  # importlib.resources may have been imported after the first read
+        register_as_file()  # importlib.resources may have been imported after the first read
         return ServedReader(self._served(), fullname)
 
     def get_data(self, path: str) -> bytes:

@@ -95,7 +95,7 @@ class ServedResources:
         self._directory: Optional[str] = None
         self._directory_pid = 0
         self.closed = False
-        _register_as_file()
+        register_as_file()
 
     # Called by the I/O thread ----------------------------------------------------------------
     def on_load_resource(self, answer: Answer) -> None:
@@ -337,7 +337,7 @@ def _as_local_file(path: ServedPath) -> Any:
 _registered: List[Any] = []
 
 
-def _register_as_file() -> None:
+def register_as_file() -> None:
     """Make ``importlib.resources.as_file()`` give served data as a copy in the private
     directory, removed at exit, rather than as a temporary file left behind if the process
     ends without unwinding (Python 3.9+; 3.8 asks the reader's ``resource_path``)."""
