@@ -15,7 +15,7 @@ from tests.conftest import WAIT, MasterOnly
 from tests.test_real_packages import OLDEST_AND_NEWEST, _minor, isolated
 from trimitogen._responder import ModuleResponder
 from trimitogen.core.importer import ModulePolicy
-from trimitogen.core.resources import path_refusal
+from trimitogen.core.resources import ResourceForwarder, path_refusal
 
 #: Runs in children: every way a package reads its own data (3.8-compatible code).
 DATAPKG = """
@@ -268,3 +268,36 @@ async def test_a_fork_reads_the_data_of_packages_its_original_imported(datapkg: 
             assert not os.path.exists(path)  # the copy removed its own copies
             assert os.path.exists(first)  # and not the original's
             assert await original.call(datapkg.get_data, "notes.txt") == "notes: ünïcode\n".encode()
+
+
+class _Child:
+    """What the forwarder reads of a child: its module policy and the modules it was sent."""
+
+    def __init__(self, *sent: str, policy: ModulePolicy | None = None) -> None:
+        self.module_policy = policy or ModulePolicy()
+        self.modules_sent = set(sent)
+
+
+def test_the_forwarder_asks_upward_once_and_answers_from_its_cache() -> None:
+    asked: list[tuple[str, str]] = []
+    forwarder = ResourceForwarder(lambda package, path: asked.append((package, path)))
+    one, two, three = _Child("pkg"), _Child("pkg"), _Child("pkg")
+    assert forwarder.request(one, "pkg", "data.txt") is None
+    assert forwarder.request(two, "pkg", "data.txt") is None
+    assert asked == [("pkg", "data.txt")]
+    answer: tuple[str, str, str, bytes, list[str], str] = ("pkg", "data.txt", "file", b"z", [], "")
+    assert forwarder.on_load_resource(answer) == [(one, answer), (two, answer)]
+    assert forwarder.request(three, "pkg", "data.txt") == answer
+    assert asked == [("pkg", "data.txt")]
+    # Refused by the intermediate, never asked upward: traversal, a package not sent to that
+    # child (though sent to others), a package its lists deny.
+    for child, package, path, reason in [
+        (one, "pkg", "../secret", "'..' part"),
+        (_Child("other"), "pkg", "data.txt", "was not sent to this context"),
+        (_Child("pkg", policy=ModulePolicy(deny=["pkg"])), "pkg", "data.txt", "deny list"),
+    ]:
+        refusal = forwarder.request(child, package, path)
+        assert refusal is not None
+        assert refusal[2] == "refused"
+        assert reason in refusal[5]
+    assert asked == [("pkg", "data.txt")]
