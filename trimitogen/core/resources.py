@@ -79,6 +79,7 @@ def request_refusal(policy: Any, sent: Any, package: str, path: str) -> Optional
 
 
 def refused(package: str, path: str, reason: str) -> Answer:
+    """The answer that ``path`` of ``package`` is not served, and why."""
     return (package, path, "refused", b"", [], reason)
 
 
