@@ -58,3 +58,13 @@ for child in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.6.*/bin/python3 \
     "$child" -m pip install -q --disable-pip-version-check trio \
         || echo "setup: no Trio release for $child on the package index; the Trio tests use the oldest child that has one" >&2
 done
+
+# The newest requests and urllib3 (installed above) need Python 3.10+; the test that imports requests
+# over the wire into a Python 3.8 child has a master serve these, the last to support 3.8
+# (tests/test_real_packages.py puts them on that master's path).  Pure Python, no dependencies.
+PY38_PACKAGES=.cache/py38-packages
+if [ ! -f "$PY38_PACKAGES/requests-2.32.3.dist-info/METADATA" ]; then
+    "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps --upgrade \
+        --target "$PY38_PACKAGES" --no-binary charset-normalizer \
+        requests==2.32.3 urllib3==2.2.3 idna==3.10 'certifi>=2024.8.30' charset-normalizer==3.4.0
+fi

@@ -27,8 +27,10 @@ from trimitogen.core.messages import (
     Credit,
     DelRoute,
     GetModule,
+    GetResource,
     Kill,
     LoadModule,
+    LoadResource,
     Log,
     OpenChannel,
     OpenStream,
@@ -90,6 +92,12 @@ VALID: dict[type[Schema], list[tuple[Any, ...]]] = {
     OpenChannel: [("pkg.mod", "serve", (1,), {"k": 2}, 64, 1 << 20)],
     Credit: [(1000, 32, 65536)],
     StreamEnd: [("end",)],
+    GetResource: [("certifi", "cacert.pem"), ("pkg.sub", "")],
+    LoadResource: [
+        ("certifi", "cacert.pem", "file", b"x\x9c\x03\x00\x00\x00\x00\x01", (), ""),
+        ("pkg", "data", "dir", b"", ["a.txt", "sub/"], ""),
+        ("pkg", "../x", "refused", b"", [], "its path has a '..' part"),
+    ],
 }
 
 BODY_CLASSES = list(VALID)
@@ -561,3 +569,13 @@ def test_every_body_class_is_covered() -> None:
         if isinstance(obj, type) and issubclass(obj, Schema) and obj is not Schema
     }
     assert schemas == set(BODY_CLASSES)
+
+
+def test_a_resource_answer_has_one_of_the_known_kinds() -> None:
+    body: tuple[Any, ...] = ("pkg", "a.txt", "symlink", b"", [], "")
+    with pytest.raises(
+        StreamError, match=r"LoadResource \(handle 13\) body: field 'kind' must be one"
+    ):
+        LoadResource.decode(dumps(body))
+    with pytest.raises(StreamError, match="field 'kind'"):
+        LoadResource.decode(dumps(("pkg", "a.txt", b"file", b"", [], "")))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import collections
-import importlib.util
 import logging
 import os
 import signal
@@ -12,13 +11,14 @@ from typing import Any
 
 import trio
 
-from ._responder import ImportStats, ModuleResponder
+from ._responder import ModuleResponder
 from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
+from ._serving import answer_module, answer_resource
 from ._streams import on_credit
 from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
-from .core.messages import Cancel, DelRoute, GetModule, LoadModule, Log
+from .core.messages import Cancel, DelRoute, Log
 from .core.pgroup import POLL, group_alive, signal_group
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -28,7 +28,7 @@ from .core.protocol import (
     HANDLE_CREDIT,
     HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
-    HANDLE_LOAD_MODULE,
+    HANDLE_GET_RESOURCE,
     HANDLE_LOG,
     HANDLE_SHUTDOWN,
     MASTER_ID,
@@ -376,7 +376,9 @@ class Connection:
         elif handle == HANDLE_LOG:
             self._on_log(route, msg)
         elif handle == HANDLE_GET_MODULE:
-            self._on_get_module(route, msg)
+            answer_module(self, route, msg)
+        elif handle == HANDLE_GET_RESOURCE:
+            answer_resource(self, route, msg)
         elif handle == HANDLE_DEL_ROUTE:
             self._on_del_route(msg)
         elif handle == HANDLE_ADD_ROUTE:
@@ -425,36 +427,6 @@ class Connection:
             if route.context_id == target:
                 return route.channel_error()
         return ChannelError("context %d is gone" % target)
-
-    def _on_get_module(self, route: Route, msg: Message) -> None:
-        try:
-            name = GetModule.decode(msg.data).name
-        except StreamError as exc:
-            self.logger.warning("dropped a malformed module request from %d: %s", msg.src, exc)
-            return
-        if self.responder is None:
-            records: list[Any] = [(name, False, "", False, b"", b"", "no module responder")]
-            seconds = 0.0
-        else:
-            records, seconds = self.responder.answer(
-                name,
-                route.module_policy,
-                route.modules_sent,
-                with_code=route.magic == importlib.util.MAGIC_NUMBER,
-            )
-        body = LoadModule.pack(records)
-        stats = route.import_stats
-        route.import_stats = ImportStats(
-            requests=stats.requests + 1,
-            modules_sent=stats.modules_sent + sum(1 for r in records if r[1]),
-            bytes_sent=stats.bytes_sent + len(body),
-            seconds=stats.seconds + seconds,
-        )
-        self.logger.debug("sent %d module records for %r", len(records), name)
-        try:
-            self.send(Message(msg.src, MASTER_ID, HANDLE_LOAD_MODULE, 0, body))
-        except ChannelError:
-            pass
 
     def _on_log(self, route: Route, msg: Message) -> None:
         try:

@@ -44,6 +44,7 @@ LAZY_MODULES = (
     "trimitogen.core.streams",
     "trimitogen.core.files",
     "trimitogen.core.channels",
+    "trimitogen.core.resources",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.6+ compiles them) or

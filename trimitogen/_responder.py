@@ -7,6 +7,7 @@ import logging
 import marshal
 import os
 import re
+import stat
 import sys
 import sysconfig
 import time
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from importlib.machinery import ModuleSpec, PathFinder
 
 from .core.importer import MAIN_ALIAS, ModulePolicy
+from .core.protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .core.resources import refused, request_refusal
 
 log = logging.getLogger("trimitogen.importer")
 
@@ -46,6 +49,10 @@ class ImportStats:
     bytes_sent: int = 0
     #: Seconds the master spent finding, reading and compiling what it sent.
     seconds: float = 0.0
+    #: Files of package data sent (``importlib.resources``, ``pkgutil.get_data``, ...).
+    resources_sent: int = 0
+    #: Bytes of the encoded answers to package data requests.
+    resource_bytes_sent: int = 0
 
 
 @dataclass
@@ -174,6 +181,15 @@ def _parents(name: str) -> list[str]:
 #: Longest module name the responder looks up (anything longer is not a real module).
 MAX_NAME = 512
 
+#: (package, path, kind, data, names, reason), as core/resources.py reads it.
+ResourceAnswer = tuple[str, str, str, bytes, list[str], str]
+
+#: Room left in a message for what travels beside a file's content.
+_RESOURCE_OVERHEAD = 1024 * 1024
+
+#: Most entries of one directory listing sent.
+MAX_ENTRIES = 10_000
+
 
 class ModuleResponder:
     """Finds, reads and compiles modules for children, caching what it learns.
@@ -188,6 +204,11 @@ class ModuleResponder:
         #: Ship compiled code to children whose bytecode format matches (they skip compiling).
         #: Turn off to send only source, e.g. to measure what the compiled code saves.
         self.send_code = True
+        #: Package data files read: (package, path) -> (file, mtime, size) and the answer.
+        self._resources: dict[tuple[str, str], tuple[tuple[str, int, int], ResourceAnswer]] = {}
+        #: Largest package data file sent, in bytes: what fits in the largest message a context
+        #: accepts, with room for the rest of the answer.
+        self.max_resource_size = DEFAULT_MAX_MESSAGE_SIZE - _RESOURCE_OVERHEAD
 
     def _find(self, name: str) -> _Module:
         """The module ``name`` as found now: cached while its file is the same and unchanged."""
@@ -379,6 +400,83 @@ class ModuleResponder:
                 if module.found:
                     already_sent.add(module.name)
         return records, time.perf_counter() - started
+
+    # Package data ------------------------------------------------------------------------
+    def resource(
+        self, package: str, path: str, policy: ModulePolicy, already_sent: set[str]
+    ) -> tuple[ResourceAnswer, float]:
+        """The answer to a context's request for ``path`` of ``package`` (see
+        core/resources.py): only inside the directory of a package that context was sent."""
+        started = time.perf_counter()
+        refusal = request_refusal(policy, already_sent, package, path)
+        if refusal is not None:
+            answer = refused(package, path, refusal)
+        else:
+            try:
+                answer = self._read_resource(package, path)
+            except Exception as exc:
+                # A file the master cannot read must not break the master's side.
+                answer = refused(package, path, "the master cannot read it (%r)" % (exc,))
+        return answer, time.perf_counter() - started
+
+    def _read_resource(self, package: str, path: str) -> ResourceAnswer:
+        module = self._find(package)
+        if not (module.found and module.is_package):
+            return refused(package, path, "it is not a package the master serves")
+        parts = path.split("/") if path else []
+        for directory in module.search_path:
+            base = os.path.realpath(directory)
+            real = os.path.realpath(os.path.join(base, *parts))
+            if real != base and not real.startswith(base + os.sep):
+                # A symbolic link inside the package's directory that leads out of it.
+                return refused(package, path, "it leads outside the package's directory")
+            if os.path.isdir(real):
+                return self._listing(package, path, real)
+            try:
+                return self._file(package, path, real)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # a namespace package's next portion may have it
+        return (package, path, "missing", b"", [], "the package has no such file")
+
+    @staticmethod
+    def _listing(package: str, path: str, real: str) -> ResourceAnswer:
+        with os.scandir(real) as entries:
+            names = sorted(e.name + "/" if e.is_dir() else e.name for e in entries)
+        if len(names) > MAX_ENTRIES:
+            reason = "the directory has %d entries, more than the %d served" % (
+                len(names),
+                MAX_ENTRIES,
+            )
+            return refused(package, path, reason)
+        return (package, path, "dir", b"", names, "")
+
+    def _file(self, package: str, path: str, real: str) -> ResourceAnswer:
+        # Not blocking: a FIFO put in the package's directory must not hang the master.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return refused(package, path, "it is not a regular file")
+            limit = self.max_resource_size
+            if st.st_size > limit:
+                return refused(package, path, _too_big(st.st_size, limit))
+            stamp = (real, st.st_mtime_ns, st.st_size)
+            cached = self._resources.get((package, path))
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            data = f.read(limit + 1)
+        if len(data) > limit:  # it grew since fstat()
+            return refused(package, path, _too_big(len(data), limit))
+        answer: ResourceAnswer = (package, path, "file", zlib.compress(data, 6), [], "")
+        self._resources[(package, path)] = (stamp, answer)
+        return answer
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (
+        "it is %d bytes, more than the %d bytes of package data one message may carry; install "
+        "the package where the context runs" % (size, limit)
+    )
 
 
 def module_names(names: Sequence[str] | str | None) -> tuple[str, ...] | None:

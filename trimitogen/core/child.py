@@ -27,12 +27,12 @@ from .calls import HANDED_OVER, CallRunner
 from .errors import ChannelError, StreamError
 from .grace import Grace
 from .importer import Importer
-from .iologger import IoLogger, LoggingHook, install_forwarding, redirect_stdio, remove_forwarding
+from .iologger import IoLogger, LoggingHook, install_forwarding, redirect_stdio
 from .loop import POLLIN, PollLoop, Waker
 from .messages import (
-    Cancel,
     Kill,
     LoadModule,
+    LoadResource,
     Log,
     Ready,
     Spawn,
@@ -47,6 +47,7 @@ from .protocol import (
     HANDLE_CREDIT,
     HANDLE_KILL,
     HANDLE_LOAD_MODULE,
+    HANDLE_LOAD_RESOURCE,
     HANDLE_LOG,
     HANDLE_OPEN_CHANNEL,
     HANDLE_OPEN_STREAM,
@@ -370,15 +371,16 @@ class ExternalContext:
             self.importer.on_load_module(records)
             if self.children is not None:
                 self.children.on_load_module(records)
+        elif msg.handle == HANDLE_LOAD_RESOURCE:  # package data for the importer or a child
+            answer = LoadResource.decode(msg.data).astuple()
+            self.importer.on_load_resource(answer)
+            if self.children is not None:
+                self.children.on_load_resource(answer)
         elif msg.handle == HANDLE_SHUTDOWN:
             self._stop_main()
         elif msg.handle == HANDLE_SPAWN:
             self._spawn_child(msg)
-        elif msg.handle == HANDLE_CANCEL:
-            key = (msg.src, Cancel.decode(msg.data).reply_to)
-            if self.streams is None or not self.streams.cancel(key):
-                self.calls.cancel(key, self._is_queued)
-        elif msg.handle in (HANDLE_OPEN_STREAM, HANDLE_OPEN_CHANNEL, HANDLE_CREDIT):
+        elif msg.handle in (HANDLE_CANCEL, HANDLE_OPEN_STREAM, HANDLE_OPEN_CHANNEL, HANDLE_CREDIT):
             from .streams import on_message
 
             on_message(self, msg)
@@ -391,7 +393,8 @@ class ExternalContext:
             late = msg.handle >= FIRST_REPLY_HANDLE  # items for a channel that just ended
             self.log(10 if late else 30, "dropped a message for unknown handle %d" % msg.handle)
 
-    def _is_queued(self, key: Any) -> bool:
+    def is_queued(self, key: Any) -> bool:
+        """Whether call ``key`` (sender, reply handle) waits in the main thread's queue."""
         return any((msg.src, msg.reply_to) == key for msg in list(self._queue))
 
     def _bounce(self, msg: Message, reason: str) -> None:
@@ -460,6 +463,7 @@ class ExternalContext:
     def _start_watchdog(self) -> None:
         def watchdog() -> None:
             select.select([], [], [], Grace.CALL_FINISH)
+            self.importer.remove_files()  # os._exit() skips atexit, which would do it
             end_group()
             os._exit(0)
 
@@ -467,7 +471,7 @@ class ExternalContext:
 
     # The main thread -------------------------------------------------------------------------
     def _fork(self, msg: Message) -> None:
-        from .forking import fork_child
+        from .forking import fork_child, run_copy
 
         request = Spawn.decode(msg.data)
         if request.context_id in self._cancelled:
@@ -476,7 +480,10 @@ class ExternalContext:
             # Never while the I/O thread works: it may be importing (a spawn imports
             # subprocess lazily), and the copy would inherit that module's lock, held for ever.
             with self._work_lock:
-                pid, fd = fork_child(self.owned_fds(), lambda fd: _run_fork_copy(self, request, fd))
+                pid, fd = fork_child(
+                    self.owned_fds(),
+                    lambda fd: run_copy(self, request, fd, ExternalContext, start_runtime),
+                )
         except Exception as exc:
             failure = SpawnFailed(False, "connect", "spawn", "fork failed: %r" % exc, [])
             self.reply(msg.src, msg.reply_to, failure)
@@ -568,13 +575,6 @@ class ExternalContext:
                 self._stopping = True
             self._for_io.append(msg)
             self.wake()
-
-
-def _run_fork_copy(old: ExternalContext, request: Spawn, sock_fd: int) -> None:
-    """In a forked copy: drop the original's runtime and run a fresh one on ``sock_fd``."""
-    sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not old.importer]
-    remove_forwarding(old)
-    start_runtime(ExternalContext(request.config, sock_fd, sock_fd))
 
 
 def _hand_over(*args: Any) -> None:

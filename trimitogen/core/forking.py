@@ -20,7 +20,7 @@ from . import latch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, List, Tuple
+    from typing import Any, Callable, List, Tuple
 
 
 def _flush_stdio() -> None:
@@ -58,3 +58,16 @@ def fork_child(owned_fds: List[int], become: Callable[[int], None]) -> Tuple[int
         os._exit(0)
     finally:
         os._exit(70)
+
+
+def run_copy(old: Any, request: Any, sock_fd: int, make: Any, start: Any) -> None:
+    """In a forked copy: drop the original's runtime and run a fresh one on ``sock_fd``, made
+    by ``make`` (the runtime's class) and run by ``start``."""
+    from .iologger import remove_forwarding
+
+    sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not old.importer]
+    remove_forwarding(old)
+    context = make(request.config, sock_fd, sock_fd)
+    old.importer.hand_over(context.importer)
+    start(context)
+    context.importer.remove_files()  # a fork ends with os._exit(), which skips atexit

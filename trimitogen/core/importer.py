@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _imp
 import _thread
+import errno
 import marshal
 import sys
 import zlib
@@ -26,7 +27,7 @@ from .protocol import HANDLE_GET_MODULE, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
     Record = Tuple[str, bool, str, bool, bytes, bytes, str]
 
@@ -46,7 +47,8 @@ class Importer:
         never_ask: Any = frozenset(),
         before_wait: Callable[[], None] = lambda: None,
     ) -> None:
-        self._send = send
+        #: Sends a message to the parent (also used by :mod:`.resources`).
+        self.send = send
         #: Called before waiting for an answer, so that the answer will be read.
         self._before_wait = before_wait
         #: Top-level names not worth a round trip: the parent never sends the standard library
@@ -61,6 +63,14 @@ class Importer:
         self._sources: Dict[str, bytes] = {}
         #: Why the parent could not send a module, by name, for :meth:`explain`.
         self._reasons: Dict[str, str] = {}
+        #: Directory (as in ``__file__``) of each package received -> its name, for get_data().
+        self._package_dirs: Dict[str, str] = {}
+        #: Package data read from the parent (see core/resources.py), made on first use.
+        self.resources: Any = None
+        #: Names of the modules this importer ran (a fork's children have them already).
+        self.received: Set[str] = set()
+        #: In a forked copy, the importer of the copy's own runtime (see hand_over).
+        self._successor: Any = None
         self.closed = False
 
     def __repr__(self) -> str:
@@ -82,6 +92,12 @@ class Importer:
         for latches in waiting.values():
             for latch in latches:
                 latch.close()
+        if self.resources is not None:
+            self.resources.close()
+
+    def on_load_resource(self, answer: Any) -> None:
+        if self.resources is not None:
+            self.resources.on_load_resource(answer)
 
     # Called by importing threads -------------------------------------------------------------
     def _fetch(self, fullname: str) -> Record:
@@ -111,11 +127,21 @@ class Importer:
 
     def _ask(self, fullname: str, latch: Latch, first: bool) -> Record:
         if first:
-            self._send(
+            self.send(
                 Message(
                     self.parent_id, self.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(fullname)
                 )
             )
+        try:
+            answer: Record = self.wait(latch)
+        except LatchError:
+            raise ImportError(
+                "cannot import %r: the parent context disconnected" % fullname, name=fullname
+            ) from None
+        return answer
+
+    def wait(self, latch: Latch) -> Any:
+        """What the I/O thread puts in ``latch`` for a request sent to the parent."""
         self._before_wait()
         # importlib calls find_spec() holding its global import lock.  Keeping it while waiting
         # for the parent would stall every other thread that imports anything, the I/O thread
@@ -128,15 +154,10 @@ class Importer:
             except RuntimeError:
                 pass  # held by another thread, not this one
         try:
-            answer: Record = latch.get_sync()
-        except LatchError:
-            raise ImportError(
-                "cannot import %r: the parent context disconnected" % fullname, name=fullname
-            ) from None
+            return latch.get_sync()
         finally:
             if released:
                 _imp.acquire_lock()
-        return answer
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname.partition(".")[0] in self.never_ask:
@@ -173,9 +194,12 @@ class Importer:
             record = self._records.pop(name)
         _name, _found, origin, is_package, source, code, _reason = record
         self._sources[name] = source
+        self.received.add(name)
         module.__file__ = origin
         if is_package:
             module.__path__ = []
+            if origin.startswith("master:"):
+                self._package_dirs[origin.rpartition("/")[0]] = name
         if code:
             compiled = marshal.loads(zlib.decompress(code))
         else:
@@ -204,6 +228,61 @@ class Importer:
     def is_package(self, fullname: str) -> bool:
         module = sys.modules.get(fullname)
         return module is not None and hasattr(module, "__path__")
+
+    # Package data (core/resources.py) --------------------------------------------------------
+    def _served(self) -> Any:
+        # Imported outside the lock: an import may consult this importer, which takes it.
+        from .resources import ServedResources
+
+        with self._lock:
+            if self.resources is None:
+                self.resources = ServedResources(self)
+                if self.closed:
+                    self.resources.close()
+            return self.resources
+
+    def hand_over(self, successor: Importer) -> None:
+        """In a forked copy: modules imported before the fork keep this importer as their
+        loader, but this one's parent is not the copy's; their package data is read through
+        ``successor``, the copy's own importer."""
+        self._successor = successor
+        successor._package_dirs.update(self._package_dirs)
+        successor.received.update(self.received)
+
+    def get_resource_reader(self, fullname: str) -> Any:
+        """The reader of ``importlib.resources`` for a package (or a module: its package's)."""
+        if self._successor is not None:
+            return self._successor.get_resource_reader(fullname)
+        if not self.is_package(fullname):
+            fullname = fullname.rpartition(".")[0]
+            if not fullname:
+                return None
+        from .resources import ServedReader, register_as_file
+
+        register_as_file()  # importlib.resources may have been imported after the first read
+        return ServedReader(self._served(), fullname)
+
+    def get_data(self, path: str) -> bytes:
+        """A file of a package received, by the path ``pkgutil.get_data`` makes from its
+        ``__file__`` (``master:<directory>/<resource>``)."""
+        if self._successor is not None:
+            return bytes(self._successor.get_data(path))
+        best = ""
+        for directory in self._package_dirs:
+            if path.startswith(directory + "/") and len(directory) > len(best):
+                best = directory
+        if not best:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                "cannot read %s: it is not in the directory of a package this context "
+                "received from its parent" % path,
+            )
+        return bytes(self._served().read(self._package_dirs[best], path[len(best) + 1 :]))
+
+    def remove_files(self) -> None:
+        """Remove the local copies of package data (see core/resources.py), if any."""
+        if self.resources is not None:
+            self.resources.remove_copies()
 
 
 def _main_failure(origin: str, exc: BaseException, source: Optional[str]) -> str:

@@ -19,8 +19,10 @@ from .protocol import (
     HANDLE_CREDIT,
     HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
+    HANDLE_GET_RESOURCE,
     HANDLE_KILL,
     HANDLE_LOAD_MODULE,
+    HANDLE_LOAD_RESOURCE,
     HANDLE_LOG,
     HANDLE_OPEN_CHANNEL,
     HANDLE_OPEN_STREAM,
@@ -343,6 +345,51 @@ class DelRoute(Schema):
     FIELDS = (("ids", _sequence_of(_int)), ("reason", _str))
 
 
+class GetResource(Schema):
+    """Child to parent: a file or directory of a package's data, by ``/``-separated path
+    relative to the package's directory (``""``: the directory itself)."""
+
+    __slots__ = ("package", "path")
+    package: str
+    path: str
+    HANDLE = HANDLE_GET_RESOURCE
+    FIELDS = (("package", _str), ("path", _str))
+
+
+#: What a :class:`LoadResource` answer says the path is (see :mod:`.resources`).
+RESOURCE_KINDS = ("file", "dir", "missing", "refused")
+
+
+def _resource_kind(value: Any) -> bool:
+    return value in RESOURCE_KINDS and type(value) is str
+
+
+_resource_kind.__name__ = "one of %s" % ", ".join(RESOURCE_KINDS)
+
+
+class LoadResource(Schema):
+    """Parent to child: the answer to a :class:`GetResource`.  ``kind`` ``file``: ``data`` is
+    its zlib-compressed content; ``dir``: ``names`` lists its entries (a directory's name ends
+    in ``/``); ``missing`` or ``refused``: ``reason`` says why."""
+
+    __slots__ = ("data", "kind", "names", "package", "path", "reason")
+    package: str
+    path: str
+    kind: str
+    data: bytes
+    names: List[str]
+    reason: str
+    HANDLE = HANDLE_LOAD_RESOURCE
+    FIELDS = (
+        ("package", _str),
+        ("path", _str),
+        ("kind", _resource_kind),
+        ("data", _bytes),
+        ("names", _sequence_of(_str)),
+        ("reason", _str),
+    )
+
+
 def decode_reply(data: Any) -> Any:
     """A call's answer: :class:`ReplyOk` or :class:`ReplyError`."""
     return _reply_from_value(loads(data))
@@ -467,4 +514,6 @@ HANDLES: Dict[str, Tuple[int, str, Type[Any]]] = {
     "OPEN_STREAM": (HANDLE_OPEN_STREAM, "master → context", OpenStream),
     "CREDIT": (HANDLE_CREDIT, "receiver → sender", Credit),
     "OPEN_CHANNEL": (HANDLE_OPEN_CHANNEL, "master → context", OpenChannel),
+    "GET_RESOURCE": (HANDLE_GET_RESOURCE, "child → parent", GetResource),
+    "LOAD_RESOURCE": (HANDLE_LOAD_RESOURCE, "parent → child", LoadResource),
 }

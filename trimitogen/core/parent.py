@@ -22,7 +22,9 @@ from .messages import (
     AddRoute,
     DelRoute,
     GetModule,
+    GetResource,
     LoadModule,
+    LoadResource,
     Log,
     Spawn,
     SpawnFailed,
@@ -33,7 +35,9 @@ from .protocol import (
     HANDLE_ADD_ROUTE,
     HANDLE_DEL_ROUTE,
     HANDLE_GET_MODULE,
+    HANDLE_GET_RESOURCE,
     HANDLE_LOAD_MODULE,
+    HANDLE_LOAD_RESOURCE,
     HANDLE_LOG,
     HANDLE_SPAWN,
     MASTER_ID,
@@ -148,6 +152,8 @@ class Downstream:
         self.reply_to = reply_to
         self.module_policy = ModulePolicy(request.deny, request.allow)
         self.modules_sent: Set[str] = set()
+        if forked is not None:  # a copy has every module this context had (package data too)
+            self.modules_sent.update(owner.context.importer.received)
         self.eof = False
         self._reported = False
         self._wlock = _thread.allocate_lock()
@@ -370,6 +376,8 @@ class Children:
         self.forwarder = ModuleForwarder(
             self._request_module, context.config.get("master_magic", b"")
         )
+        #: Serves the children's package data requests, made on the first (core/resources.py).
+        self.resource_forwarder: Any = None
 
     # What a Downstream asks of its owner ------------------------------------------------------
     def add_reader(self, fd: int, callback: Any) -> None:
@@ -507,6 +515,8 @@ class Children:
                 answer = self.forwarder.request(child, GetModule.decode(msg.data).name)
                 if answer is not None:
                     self._send_records(child, answer)
+            elif msg.handle == HANDLE_GET_RESOURCE:
+                self._on_get_resource(child, msg)
             elif msg.handle == HANDLE_LOG:
                 self._send_up(Message(MASTER_ID, msg.src, HANDLE_LOG, 0, msg.data))
             else:
@@ -549,3 +559,31 @@ class Children:
                 context.parent_id, context.context_id, HANDLE_GET_MODULE, 0, GetModule.pack(name)
             )
         )
+
+    # Package data (see core/resources.py) ------------------------------------------------------
+    def _resources(self) -> Any:
+        if self.resource_forwarder is None:
+            from .resources import ResourceForwarder
+
+            self.resource_forwarder = ResourceForwarder(self._request_resource)
+        return self.resource_forwarder
+
+    def _on_get_resource(self, child: Downstream, msg: Message) -> None:
+        request = GetResource.decode(msg.data)
+        answer = self._resources().request(child, request.package, request.path)
+        if answer is not None:
+            self._send_resource(child, answer)
+
+    def on_load_resource(self, answer: Any) -> None:
+        if self.resource_forwarder is not None:
+            for child, waited in self.resource_forwarder.on_load_resource(answer):
+                self._send_resource(child, waited)
+
+    def _send_resource(self, child: Downstream, answer: Any) -> None:
+        body = LoadResource.pack(*answer)
+        child.send(Message(child.context_id, self.table.own_id, HANDLE_LOAD_RESOURCE, 0, body))
+
+    def _request_resource(self, package: str, path: str) -> None:
+        context = self.context
+        body = GetResource.pack(package, path)
+        self._send_up(Message(context.parent_id, context.context_id, HANDLE_GET_RESOURCE, 0, body))

@@ -56,6 +56,8 @@ HANDLE_CANCEL = 11  # master -> context: stop the call that expects its reply on
 HANDLE_OPEN_STREAM = 12  # master -> context: iterate a generator, items to the reply handle
 HANDLE_CREDIT = 13  # master -> context: the consumer of a stream may take this much more
 HANDLE_OPEN_CHANNEL = 14  # master -> context: run fn(channel end, *args), items both ways
+HANDLE_GET_RESOURCE = 15  # child -> parent: (package, path) of package data (core/resources.py)
+HANDLE_LOAD_RESOURCE = 16  # parent -> child: that data, a directory listing, or why not
 FIRST_REPLY_HANDLE = 1000
 
 #: Flag: the message could not be delivered; its body is the reason (a str).

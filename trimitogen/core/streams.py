@@ -19,8 +19,8 @@ import _thread
 
 from .calls import describe_exception
 from .channels import Window, open_channel
-from .messages import Credit, OpenStream, ReplyOk, StreamEnd
-from .protocol import HANDLE_OPEN_CHANNEL, HANDLE_OPEN_STREAM, Message
+from .messages import Cancel, Credit, OpenStream, ReplyOk, StreamEnd
+from .protocol import HANDLE_CANCEL, HANDLE_OPEN_CHANNEL, HANDLE_OPEN_STREAM, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -138,7 +138,12 @@ class Streams:
 
 
 def on_message(context: Any, msg: Message) -> None:
-    """From the I/O thread: an OPEN_STREAM, OPEN_CHANNEL or CREDIT for ``context``."""
+    """From the I/O thread: a CANCEL, OPEN_STREAM, OPEN_CHANNEL or CREDIT for ``context``."""
+    if msg.handle == HANDLE_CANCEL:  # of a stream or channel, or else of a call
+        key = (msg.src, Cancel.decode(msg.data).reply_to)
+        if context.streams is None or not context.streams.cancel(key):
+            context.calls.cancel(key, context.is_queued)
+        return
     if msg.handle in (HANDLE_OPEN_STREAM, HANDLE_OPEN_CHANNEL):
         if context.streams is None:
             context.streams = Streams(context)
