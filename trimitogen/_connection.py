@@ -106,6 +106,7 @@ class Connection:
         self._outq: collections.deque[list[Any]] = collections.deque()
         self._writer_lot = trio.lowlevel.ParkingLot()
         self.stderr_closed = trio.Event()
+        self.last_words = trio.Event()  # set once the link's last_words_heard
         self.ready = trio.Event()
         self.settled = trio.Event()  # set on READY, on a start-up failure, or on death
         self.exited = trio.Event()
@@ -458,10 +459,13 @@ class Connection:
                         self.logger.debug("could not answer a prompt: %s", exc)
                 if self.link.failure is not None:
                     self.settled.set()
+                    if self.link.last_words_heard:
+                        self.last_words.set()
             for text in self.link.output_closed():
                 logger.info("%s", text)
         finally:
             self.stderr_closed.set()
+            self.last_words.set()
 
     # -- the process -------------------------------------------------------------------------
     async def waiter(self) -> None:
@@ -512,15 +516,18 @@ class Connection:
     # -- start-up and shutdown ---------------------------------------------------------------
     async def wait_ready(self, what: str, connect_timeout: float) -> None:
         """Wait for READY; on a start-up failure stop the child and raise its ConnectError."""
-        with trio.move_on_after(connect_timeout):
+        with trio.move_on_after(connect_timeout) as waiting:
             await self.settled.wait()
         if self.ready.is_set():
             return
         link = self.link
-        if link.failure is None and self.stderr is not None:
-            # The process may have ended before its last words (a refused password) were read.
+        if self.stderr is not None and not waiting.cancelled_caught:
+            # Read the terminal to its end (the link bounds the bytes, this the time) before
+            # stopping the child: the tool may still be explaining (ssh prints how to fix a
+            # changed host key after the line that decides), or it ended before its last words
+            # (a refused password) were read.
             with trio.move_on_after(Grace.LAST_WORDS):
-                await self.stderr_closed.wait()
+                await self.last_words.wait()
         if link.failure is None:
             if self.dead_reason is not None:
                 link.gone(self.dead_reason)

@@ -171,6 +171,10 @@ class PromptDialog:
     ``failures`` map byte strings to the error they mean.  Feed output with
     :meth:`receive_data`; it returns bytes to write to the terminal (possibly empty) and sets
     :attr:`error` once the output shows the start-up failed.
+
+    ``connect_status`` is the exit status with which the tool reports its own failure to reach
+    the far side (ssh's 255): a child that exits with it before the bootstrap started failed in
+    the connect phase, for the reason the tool printed last.
     """
 
     def __init__(
@@ -179,8 +183,10 @@ class PromptDialog:
         password: Optional[str],
         prompts: Tuple[bytes, ...] = (),
         failures: Tuple[Tuple[bytes, Any, str], ...] = (),
+        connect_status: Optional[int] = None,
     ) -> None:
         self.what = what
+        self.connect_status = connect_status
         self.password = password
         self.prompts = tuple(p.lower() for p in prompts)
         self.failures = tuple((p.lower(), cls, text) for p, cls, text in failures)
@@ -193,6 +199,15 @@ class PromptDialog:
         if self.password:
             text = text.replace(self.password, "********")
         return text
+
+    def phase_before_start(self, exit_status: Optional[int]) -> str:
+        """The phase of a failure before the bootstrap started and before any password was
+        typed, given the exit status if the process ended (None: still running)."""
+        if self.connect_status is None:
+            return "spawn"
+        if exit_status is None or exit_status == self.connect_status:
+            return "connect"  # the tool is (or was) still reaching the far side
+        return "spawn"  # the tool reached it and reports the remote command's status
 
     def receive_data(self, data: bytes) -> bytes:
         if self.error is not None:
@@ -268,6 +283,9 @@ def ssh_dialog(target: str, password: Optional[str]) -> PromptDialog:
             (b"connection timed out", ConnectError, "the connection timed out"),
             (b"network is unreachable", ConnectError, "the network is unreachable"),
         ),
+        # ssh: "exits with the exit status of the remote command or with 255 if an error
+        # occurred" (ssh(1)).
+        connect_status=255,
     )
 
 
