@@ -212,12 +212,16 @@ class PromptDialog:
     def receive_data(self, data: bytes) -> bytes:
         if self.error is not None:
             return b""
-        self._pending = (self._pending + data)[-4096:]
-        lowered = self._pending.lower()
+        # Search all of what arrived (a verdict may be followed by kilobytes in the same read),
+        # but keep only a tail, where a pattern split between two reads is found.
+        window = self._pending + data
+        lowered = window.lower()
         for pattern, cls, text in self.failures:
             if pattern in lowered:
                 self.error = cls(text)
                 return b""
+        self._pending = window[-4096:]
+        lowered = self._pending.lower()
         # A prompt is the last thing printed before the program waits: matching it only at the
         # end keeps a banner or message that mentions "password:" from being answered.
         tail = lowered.rstrip()
