@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from ._output import show_output
 from ._responder import ImportStats, ModuleResponder
 from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
 from .core.connect import ChildFds, PromptDialog, build_plan
@@ -433,7 +434,10 @@ class Connection:
             target = route.logger.getChild(child_name)
         else:
             target, text = route.logger, "[%s] %s" % (child_name, text)
-        target.log(record.levelno, "%s", text)
+        if record.kind == "log":
+            target.log(record.levelno, "%s", text)
+        else:
+            show_output(target, route.name, record.levelno, text)  # stderr if nobody listens
 
     async def stderr_reader(self) -> None:
         """Log the child's stderr (its terminal, for methods that prompt) and answer prompts."""
