@@ -444,11 +444,19 @@ class Connection:
         assert self.stderr is not None
         fd = self.stderr.fileno()
         logger = self.logger.getChild("stderr")
+        reads = 0
         try:
             while True:
+                reads += 1
+                if reads >= _READS_PER_YIELD:
+                    # A child that prints without pause must not starve the other tasks (the
+                    # one that reports its failed start and stops it among them).
+                    reads = 0
+                    await trio.lowlevel.checkpoint()
                 try:
                     data = self.stderr.read()
                 except BlockingIOError:
+                    reads = 0
                     await trio.lowlevel.wait_readable(fd)
                     continue
                 if not data:

@@ -346,10 +346,11 @@ class Downstream:
             self.kill()
             return
         term = self.term
-        if link.state == CONNECTING and term is not None and not term.closed:
-            # What it printed last (such as "Authentication failure") says more than its status.
+        if link.ready is None and term is not None and not term.closed:
+            # What it printed last (such as "Authentication failure", or ssh's advice after its
+            # verdict) says more than its status.
             for _ in range(64):
-                if term.closed or link.state != CONNECTING:
+                if term.closed or link.last_words_heard:
                     break
                 self.on_term_readable()
                 if not term.closed:
