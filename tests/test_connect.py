@@ -62,3 +62,14 @@ def test_ssh_compression_is_off_unless_asked_for() -> None:
     # Measured in benchmarks/ssh_compression.py: -C made loopback transfers 4-10x slower.
     assert "-C" not in build_plan(tm.ssh("web1").spec()).argv
     assert "-C" in build_plan(tm.ssh("web1", compression=True).spec()).argv
+
+
+def test_a_failure_followed_by_much_more_in_one_read_is_seen() -> None:
+    dialog = ssh_dialog("h", None)
+    dialog.receive_data(b"Host key verification failed.\n" + b"and more\n" * 1000)
+    assert isinstance(dialog.error, HostKeyError)
+    split = ssh_dialog("h", None)
+    split.receive_data(b"x" * 10000 + b"Host key verifi")
+    assert split.error is None
+    split.receive_data(b"cation failed.\n")
+    assert isinstance(split.error, HostKeyError)

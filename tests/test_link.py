@@ -683,3 +683,100 @@ def test_a_child_of_python_3_6_is_not_refused() -> None:
     link.receive_stream(b"TMG0 30600f0\n" + ready_frame(hexversion=0x030600F0))
     assert list(link.messages()) == []
     assert link.state == READY
+
+
+# -- hearing the tool out, and ssh's own failures (issue 13, items 3 and 4) -----------------------
+
+CHANGED = b"@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\r\n"
+ADVICE = (
+    b"Offending ED25519 key in /k/known_hosts:1\r\n"
+    b'  remove with:\r\n  ssh-keygen -f "/k/known_hosts" -R "[h]:22"\r\n'
+    b"Host key verification failed.\r\n"
+)
+
+
+def test_a_failure_waits_for_the_rest_of_the_terminal() -> None:
+    link = Link(CHILD, ssh_dialog("h", None))
+    link.receive_output(CHANGED)
+    assert link.state == FAILED
+    assert not link.last_words_heard  # ssh has more to say: the driver keeps reading
+    link.receive_output(ADVICE)
+    assert not link.last_words_heard
+    assert link.output_closed() == []
+    assert link.last_words_heard
+    failure = link.failure
+    assert failure is not None
+    assert failure.kind == "hostkey"
+    assert "CHANGED" in failure.reason  # the first matching line decided
+    # ... and the lines after it are part of the failure too.
+    assert failure.last_lines == [
+        CHANGED.decode().strip(),
+        "Offending ED25519 key in /k/known_hosts:1",
+        "  remove with:",
+        '  ssh-keygen -f "/k/known_hosts" -R "[h]:22"',
+        "Host key verification failed.",
+    ]
+
+
+def test_a_failure_waits_for_a_bounded_number_of_bytes() -> None:
+    link = Link(CHILD, ssh_dialog("h", None))
+    link.receive_output(CHANGED)
+    chunk = b"more and more\n" * 1000
+    sent = 0
+    while not link.last_words_heard:
+        link.receive_output(chunk)
+        sent += len(chunk)
+        assert sent <= link_module.LAST_WORDS_BYTES + len(chunk)
+    assert link.failure is not None
+    assert link.failure.last_lines[-1] == "more and more"
+
+
+def test_a_driver_may_stop_waiting_for_last_words() -> None:
+    link = Link(CHILD, ssh_dialog("h", None))
+    link.receive_output(CHANGED)
+    link.heard_out()
+    assert link.last_words_heard
+    assert Link(CHILD).last_words_heard is False  # nothing decided, terminal still open
+
+
+def test_ssh_giving_up_by_itself_is_a_connect_failure_with_its_words() -> None:
+    link = Link(CHILD, ssh_dialog("h", None))
+    link.receive_output(
+        b"kex_exchange_identification: Connection closed by remote host\r\n"
+        b"Connection closed by 127.0.0.1 port 2222\r\n"
+    )
+    assert link.state == CONNECTING  # no pattern decided: ssh's words are new to the dialog
+    link.process_exited(255)
+    link.gone(link.end_reason("its stream closed"))
+    failure = link.failure
+    assert failure is not None
+    assert (failure.kind, failure.phase) == ("connect", "connect")
+    assert failure.reason == (
+        "its process exited with status 255, after it said: "
+        "Connection closed by 127.0.0.1 port 2222"
+    )
+
+
+def test_the_remote_commands_status_through_ssh_is_a_spawn_failure() -> None:
+    link = Link(CHILD, ssh_dialog("h", None))
+    link.receive_output(b"bash: line 1: python9: command not found\n")
+    link.process_exited(127)
+    link.gone(link.end_reason("its stream closed"))
+    assert link.failure is not None
+    assert link.failure.phase == "spawn"
+    assert link.failure.reason == "its process exited with status 127"
+
+
+def test_ssh_silent_until_the_timeout_is_still_connecting() -> None:
+    link = Link(CHILD, ssh_dialog("h", None))
+    link.timed_out(30)
+    assert link.failure is not None
+    assert link.failure.phase == "connect"
+    assert link.failure.reason == (
+        "it did not reach the far side and start the interpreter within 30s"
+    )
+    after_password = Link(CHILD, ssh_dialog("h", "pw"))
+    assert after_password.receive_output(b"h's password: ")[1] == b"pw\n"
+    after_password.timed_out(30)
+    assert after_password.failure is not None
+    assert after_password.failure.phase == "authentication"

@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from ._output import show_output
 from ._responder import ModuleResponder
 from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
 from ._serving import answer_module, answer_resource
@@ -116,6 +117,7 @@ class Connection:
         self._outq: collections.deque[list[Any]] = collections.deque()
         self._writer_lot = trio.lowlevel.ParkingLot()
         self.stderr_closed = trio.Event()
+        self.last_words = trio.Event()  # set once the link's last_words_heard
         self.ready = trio.Event()
         self.settled = trio.Event()  # set on READY, on a start-up failure, or on death
         self.exited = trio.Event()
@@ -444,18 +446,29 @@ class Connection:
             target = route.logger.getChild(child_name)
         else:
             target, text = route.logger, "[%s] %s" % (child_name, text)
-        target.log(record.levelno, "%s", text)
+        if record.kind == "log":
+            target.log(record.levelno, "%s", text)
+        else:
+            show_output(target, route.name, record.levelno, text)  # stderr if nobody listens
 
     async def stderr_reader(self) -> None:
         """Log the child's stderr (its terminal, for methods that prompt) and answer prompts."""
         assert self.stderr is not None
         fd = self.stderr.fileno()
         logger = self.logger.getChild("stderr")
+        reads = 0
         try:
             while True:
+                reads += 1
+                if reads >= _READS_PER_YIELD:
+                    # A child that prints without pause must not starve the other tasks (the
+                    # one that reports its failed start and stops it among them).
+                    reads = 0
+                    await trio.lowlevel.checkpoint()
                 try:
                     data = self.stderr.read()
                 except BlockingIOError:
+                    reads = 0
                     await trio.lowlevel.wait_readable(fd)
                     continue
                 if not data:
@@ -470,10 +483,13 @@ class Connection:
                         self.logger.debug("could not answer a prompt: %s", exc)
                 if self.link.failure is not None:
                     self.settled.set()
+                    if self.link.last_words_heard:
+                        self.last_words.set()
             for text in self.link.output_closed():
                 logger.info("%s", text)
         finally:
             self.stderr_closed.set()
+            self.last_words.set()
 
     # -- the process -------------------------------------------------------------------------
     async def waiter(self) -> None:
@@ -527,15 +543,18 @@ class Connection:
     # -- start-up and shutdown ---------------------------------------------------------------
     async def wait_ready(self, what: str, connect_timeout: float) -> None:
         """Wait for READY; on a start-up failure stop the child and raise its ConnectError."""
-        with trio.move_on_after(connect_timeout):
+        with trio.move_on_after(connect_timeout) as waiting:
             await self.settled.wait()
         if self.ready.is_set():
             return
         link = self.link
-        if link.failure is None and self.stderr is not None:
-            # The process may have ended before its last words (a refused password) were read.
+        if self.stderr is not None and not waiting.cancelled_caught:
+            # Read the terminal to its end (the link bounds the bytes, this the time) before
+            # stopping the child: the tool may still be explaining (ssh prints how to fix a
+            # changed host key after the line that decides), or it ended before its last words
+            # (a refused password) were read.
             with trio.move_on_after(Grace.LAST_WORDS):
-                await self.stderr_closed.wait()
+                await self.last_words.wait()
         if link.failure is None:
             if self.dead_reason is not None:
                 link.gone(self.dead_reason)

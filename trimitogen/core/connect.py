@@ -171,6 +171,10 @@ class PromptDialog:
     ``failures`` map byte strings to the error they mean.  Feed output with
     :meth:`receive_data`; it returns bytes to write to the terminal (possibly empty) and sets
     :attr:`error` once the output shows the start-up failed.
+
+    ``connect_status`` is the exit status with which the tool reports its own failure to reach
+    the far side (ssh's 255): a child that exits with it before the bootstrap started failed in
+    the connect phase, for the reason the tool printed last.
     """
 
     def __init__(
@@ -179,8 +183,10 @@ class PromptDialog:
         password: Optional[str],
         prompts: Tuple[bytes, ...] = (),
         failures: Tuple[Tuple[bytes, Any, str], ...] = (),
+        connect_status: Optional[int] = None,
     ) -> None:
         self.what = what
+        self.connect_status = connect_status
         self.password = password
         self.prompts = tuple(p.lower() for p in prompts)
         self.failures = tuple((p.lower(), cls, text) for p, cls, text in failures)
@@ -194,15 +200,28 @@ class PromptDialog:
             text = text.replace(self.password, "********")
         return text
 
+    def phase_before_start(self, exit_status: Optional[int]) -> str:
+        """The phase of a failure before the bootstrap started and before any password was
+        typed, given the exit status if the process ended (None: still running)."""
+        if self.connect_status is None:
+            return "spawn"
+        if exit_status is None or exit_status == self.connect_status:
+            return "connect"  # the tool is (or was) still reaching the far side
+        return "spawn"  # the tool reached it and reports the remote command's status
+
     def receive_data(self, data: bytes) -> bytes:
         if self.error is not None:
             return b""
-        self._pending = (self._pending + data)[-4096:]
-        lowered = self._pending.lower()
+        # Search all of what arrived (a verdict may be followed by kilobytes in the same read),
+        # but keep only a tail, where a pattern split between two reads is found.
+        window = self._pending + data
+        lowered = window.lower()
         for pattern, cls, text in self.failures:
             if pattern in lowered:
                 self.error = cls(text)
                 return b""
+        self._pending = window[-4096:]
+        lowered = self._pending.lower()
         # A prompt is the last thing printed before the program waits: matching it only at the
         # end keeps a banner or message that mentions "password:" from being answered.
         tail = lowered.rstrip()
@@ -268,6 +287,9 @@ def ssh_dialog(target: str, password: Optional[str]) -> PromptDialog:
             (b"connection timed out", ConnectError, "the connection timed out"),
             (b"network is unreachable", ConnectError, "the network is unreachable"),
         ),
+        # ssh: "exits with the exit status of the remote command or with 255 if an error
+        # occurred" (ssh(1)).
+        connect_status=255,
     )
 
 

@@ -18,5 +18,6 @@ class Grace:
     EXIT_AFTER_EOF = 2.0
     #: After a child's process ends, how long its stream may still deliver what it wrote.
     OUTPUT_AFTER_EXIT = 1.0
-    #: After a failed start, how long to wait for the last lines of the child's terminal.
-    LAST_WORDS = 0.5
+    #: After a failed start, how long to wait for the rest of the child's terminal output (it ends
+    #: sooner when the terminal closes).
+    LAST_WORDS = 1.0

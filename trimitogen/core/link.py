@@ -39,6 +39,11 @@ TAIL_LINES = 20
 #: An output line longer than this is passed on in pieces of this size.
 MAX_LINE = 64 * 1024
 
+#: After a start-up failure, how many more bytes of the child's terminal are worth waiting for:
+#: the tool may still be explaining (ssh prints how to fix a changed host key after the line
+#: that decides), but a child that keeps printing must not hold the error back.
+LAST_WORDS_BYTES = 64 * 1024
+
 #: The error kinds a failure can have, as sent in a spawn answer, and back.
 ERROR_KINDS = {PasswordError: "password", HostKeyError: "hostkey", ConnectError: "connect"}
 ERROR_CLASSES = {kind: cls for cls, kind in ERROR_KINDS.items()}
@@ -103,6 +108,9 @@ class Link:
         self.failure: Optional[Failed] = None
         self.exit_status: Optional[int] = None
         self.stream_eof = False
+        self.output_eof = False
+        self._after_failure = 0
+        self._heard_out = False
         self._tail: List[str] = []
         self._partial = b""
 
@@ -179,16 +187,38 @@ class Link:
             partial = partial[MAX_LINE:]
         self._partial = partial
         answer = b""
-        if self.state == CONNECTING:
+        if self.failure is not None:
+            self._after_failure += len(data)
+        elif self.state == CONNECTING:
             answer = self.dialog.receive_data(data)
             if self.dialog.error is not None:
                 self.fail(self.dialog.error)
+        self._refresh_failure()
         return lines, answer
 
     def output_closed(self) -> List[str]:
         """The terminal or pipe closed: the last partial line, if any."""
         partial, self._partial = self._partial, b""
-        return [self._line(partial)] if partial else []
+        self.output_eof = True
+        lines = [self._line(partial)] if partial else []
+        self._refresh_failure()
+        return lines
+
+    @property
+    def last_words_heard(self) -> bool:
+        """True once the terminal closed, or once a failed start brought :data:`LAST_WORDS_BYTES`
+        more of it: a driver reports a failure (and stops the child) only then, or after
+        ``Grace.LAST_WORDS``, so the error carries the tool's whole explanation."""
+        return self.output_eof or self._heard_out or self._after_failure >= LAST_WORDS_BYTES
+
+    def heard_out(self) -> None:
+        """The driver waited ``Grace.LAST_WORDS`` or read all there was: report the failure now."""
+        self._heard_out = True
+
+    def _refresh_failure(self) -> None:
+        # Lines that arrive after the verdict (ssh's advice) belong in the error too.
+        if self.failure is not None:
+            self.failure.last_lines = self.output_tail()
 
     def _line(self, raw: bytes) -> str:
         text = self.dialog.redact(raw.rstrip(b"\r").decode("utf-8", "replace"))
@@ -217,7 +247,9 @@ class Link:
             return "connect"
         if self.started:
             return "bootstrap"
-        return "authentication" if self.dialog.passwords_sent else "spawn"
+        if self.dialog.passwords_sent:
+            return "authentication"
+        return self.dialog.phase_before_start(self.exit_status)
 
     def fail(self, error: ConnectError) -> None:
         """Start-up failed with ``error`` (ignored once the child is ready or already failed)."""
@@ -231,6 +263,8 @@ class Link:
         """The connect timeout passed."""
         if self.started:
             reason = "the bootstrap did not complete within %gs" % seconds
+        elif self.phase() == "connect":
+            reason = "it did not reach the far side and start the interpreter within %gs" % seconds
         else:
             reason = "the interpreter did not start the bootstrap within %gs" % seconds
         self.fail(ConnectError(reason))
@@ -249,6 +283,13 @@ class Link:
 
     def gone(self, reason: str) -> None:
         """The child is gone for ``reason``; a child still starting failed for it."""
+        status = self.exit_status
+        if not self.started and status is not None and status == self.dialog.connect_status:
+            # The tool gave up on its own; what it said last is why (ssh's "Connection reset by
+            # ..." or "kex_exchange_identification: ..."), its status alone says nothing.
+            said = [line for line in self.output_tail() if line.strip()]
+            if said:
+                reason = "%s, after it said: %s" % (reason, said[-1].strip())
         self.fail(ConnectError(reason))
         self.state = GONE
 

@@ -156,6 +156,7 @@ class Downstream:
             self.modules_sent.update(owner.context.importer.received)
         self.eof = False
         self._reported = False
+        self._hearing_out = False  # a failure waits for the rest of the terminal (Link.heard_out)
         self._wlock = _thread.allocate_lock()
         self.term: Optional[Side] = None
         if forked is not None:
@@ -200,6 +201,12 @@ class Downstream:
         link = self.link
         if self._reported or link.state == CONNECTING:
             return
+        if link.ready is None and self.term is not None and not link.last_words_heard:
+            # Hear the tool out before stopping it (ssh explains after the line that decides).
+            if not self._hearing_out:
+                self._hearing_out = True
+                self.owner.add_timer(Grace.LAST_WORDS, self._heard_out)
+            return
         self._reported = True
         if link.ready is not None:
             ready = link.ready
@@ -213,9 +220,14 @@ class Downstream:
         self.owner.reply(self.requester, self.reply_to, answer)
         self.kill()
 
+    def _heard_out(self) -> None:
+        self.link.heard_out()
+        self._settle()
+
     def on_connect_timeout(self) -> None:
         if self.link.state == CONNECTING:
             self.link.fail(ConnectError("no answer within the connect timeout"))
+            self.link.heard_out()  # it said nothing that decided, so nothing more is awaited
             self._settle()
 
     # -- streams -----------------------------------------------------------------------------
@@ -289,6 +301,7 @@ class Downstream:
             self._forward(self.link.output_closed())
             self.owner.remove_reader(self.term.fileno())
             self.term.close()
+            self._settle()
             return
         lines, answer = self.link.receive_output(data)
         self._forward(lines)
@@ -333,10 +346,11 @@ class Downstream:
             self.kill()
             return
         term = self.term
-        if link.state == CONNECTING and term is not None and not term.closed:
-            # What it printed last (such as "Authentication failure") says more than its status.
+        if link.ready is None and term is not None and not term.closed:
+            # What it printed last (such as "Authentication failure", or ssh's advice after its
+            # verdict) says more than its status.
             for _ in range(64):
-                if term.closed or link.state != CONNECTING:
+                if term.closed or link.last_words_heard:
                     break
                 self.on_term_readable()
                 if not term.closed:
@@ -346,6 +360,7 @@ class Downstream:
                         break
         reason = link.end_reason("its stream closed")
         link.gone(reason)
+        link.heard_out()  # the terminal was read above as far as it goes without waiting
         self._settle()
         for side in (self.rx, self.term):
             if side is not None and not side.closed:
