@@ -574,7 +574,7 @@ def test_every_body_class_is_covered() -> None:
 def test_a_resource_answer_has_one_of_the_known_kinds() -> None:
     body: tuple[Any, ...] = ("pkg", "a.txt", "symlink", b"", [], "")
     with pytest.raises(
-        StreamError, match=r"LoadResource \(handle 13\) body: field 'kind' must be one"
+        StreamError, match=r"LoadResource \(handle 16\) body: field 'kind' must be one"
     ):
         LoadResource.decode(dumps(body))
     with pytest.raises(StreamError, match="field 'kind'"):
