@@ -61,6 +61,69 @@ def test_every_scheme_parses_and_round_trips(text: str, method: object) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "method"),
+    [
+        (
+            "docker://web?user=app&host=ssh%3A//h&env=A%3D1,B%3D2&cwd=/srv",
+            tm.docker("web", user="app", host="ssh://h", env={"A": "1", "B": "2"}, cwd="/srv"),
+        ),
+        ("docker://web?python=python3.11", tm.docker("web", python="python3.11")),
+        ("podman://p?podman_path=/usr/bin/podman", tm.podman("p", podman_path="/usr/bin/podman")),
+        ("buildah://b?user=0", tm.buildah("b", user="0")),
+        (
+            "kubectl://pod1?container=c&namespace=ns&kube_context=prod",
+            tm.kubectl("pod1", container="c", namespace="ns", kube_context="prod"),
+        ),
+        ("lxc://c1?uid=1000&gid=1000", tm.lxc("c1", uid=1000, gid=1000)),
+        ("lxd://c?user=0&cwd=/root", tm.lxd("c", user=0, cwd="/root")),
+        ("incus://c?incus_args=--project%20p", tm.incus("c", incus_args=["--project", "p"])),
+        ("setns://1234?namespaces=mount,pid", tm.setns(1234, namespaces=["mount", "pid"])),
+        ("setns://podman:web", tm.setns(container="web", container_kind="podman")),
+        ("chroot:///srv/root?user=nobody", tm.chroot("/srv/root", user="nobody")),
+        ("doas://deploy", tm.doas("deploy")),
+        ("machinectl://m1?user=app", tm.machinectl("m1", user="app")),
+        ("jail://j1?jexec_path=/usr/sbin/jexec", tm.jail("j1", jexec_path="/usr/sbin/jexec")),
+    ],
+)
+def test_container_and_namespace_schemes_round_trip(text: str, method: object) -> None:
+    target = tm.parse_target(text)
+    assert target.hops == (method,)
+    assert str(target) == text
+    assert tm.parse_target(str(target)) == target
+
+
+def test_every_method_class_has_a_scheme() -> None:
+    from trimitogen import _containers, _methods
+    from trimitogen._targets import SCHEMES
+
+    classes = {
+        cls
+        for module in (_methods, _containers)
+        for cls in vars(module).values()
+        if isinstance(cls, type)
+        and issubclass(cls, _methods._Method)
+        and cls not in (_methods._Method, _containers._Tool)
+    }
+    assert classes == {scheme.method_type for scheme in SCHEMES.values()}
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("docker://", "the container is missing"),
+        ("setns://", "a process id or a container name is missing"),
+        ("docker://x?bogus=1", "unknown option 'bogus' for docker"),
+        ("lxc://c?uid=x", "option uid=x"),
+        ("docker://x?env=NOEQUALS", "expected NAME=VALUE"),
+        ("setns://1?namespaces=mnt", "namespaces must be some of"),
+    ],
+)
+def test_container_scheme_errors_say_what_is_wrong(text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        tm.parse_target(text)
+
+
+@pytest.mark.parametrize(
     ("text", "canonical"),
     [
         ("web1", "ssh://web1"),
@@ -123,7 +186,7 @@ def test_method_types() -> None:
         ("ssh://we b", 1, "not a host name"),
         ("ssh://h/", 1, "not a host name"),
         ("ssh://h/sudo://x?foo=1", 2, "unknown option 'foo' for sudo"),
-        ("ssh://h/docker://c", 2, "unknown scheme 'docker'"),
+        ("ssh://h/dockr://c", 2, "unknown scheme 'dockr'"),
         ("ssh://h?compression=maybe", 1, "compression=maybe: expected yes or no"),
         ("ssh://h?check_host_keys=never", 1, "check_host_keys must be"),
         ("ssh://h?x", 1, "'x' is not KEY=VALUE"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote
 
+from . import _containers as containers
 from ._context import Context, open_context
 from ._methods import Fork, Local, Method, Ssh, Su, Sudo, fork, local, ssh, su, sudo
 
@@ -57,6 +58,25 @@ ARGV = Option(_parse_argv, shlex.join)
 BOOL = Option(_parse_bool, lambda value: "yes" if value else "no")
 #: A list of names, comma-separated.
 NAMES = Option(_parse_names, ",".join)
+
+
+def _parse_env(text: str) -> dict[str, str]:
+    env = {}
+    for item in text.split(","):
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError("expected NAME=VALUE, got %r" % item)
+        env[unquote(name)] = unquote(value)
+    return env
+
+
+def _format_env(pairs: Any) -> str:
+    return ",".join("%s=%s" % (quote(k, safe=""), quote(v, safe="")) for k, v in pairs)
+
+
+INT = Option(int, str)
+#: Environment variables, ``NAME=VALUE,NAME=VALUE`` (each part percent-encoded).
+ENV = Option(_parse_env, _format_env)
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,33 @@ def _parse_nothing(text: str) -> dict[str, Any]:
     return {}
 
 
+def _named(param: str, field: str | None = None) -> Authority:
+    """The method function's first argument (a container, a pod, a root directory...)."""
+
+    def parse(text: str) -> dict[str, Any]:
+        if not text:
+            raise ValueError("the %s is missing before '?'" % param)
+        return {param: unquote(text)}
+
+    return Authority(parse, lambda method: quote(str(getattr(method, field or param)), safe=""))
+
+
+def _parse_setns(text: str) -> dict[str, Any]:
+    """``PID``, or a container as ``NAME`` or ``KIND:NAME`` (kind docker, podman, lxc...)."""
+    if not text:
+        raise ValueError("a process id or a container name is missing before '?'")
+    if text.isdigit():
+        return {"pid": int(text)}
+    kind, colon, name = unquote(text).rpartition(":")
+    return {"container": name, "container_kind": kind} if colon else {"container": name}
+
+
+def _format_setns(method: Any) -> str:
+    if method.pid is not None:
+        return str(method.pid)
+    return quote("%s:%s" % (method.container_kind, method.container), safe=":")
+
+
 #: ``[user@]host[:port]``, host names or addresses (IPv6 in brackets).
 HOST = Authority(_parse_host, _format_host)
 #: A user name; empty means the method function's default.
@@ -203,6 +250,116 @@ class Scheme:
         return "%s://%s%s" % (self.name, authority, "?" + "&".join(query) if query else "")
 
 
+def _tool_schemes() -> list[Scheme]:
+    """The container and namespace methods: ``docker://web?user=app``, ``chroot:///srv/root``,
+    ``setns://1234`` or ``setns://podman:web``, ``doas://root``..."""
+    common = {"python": ARGV}
+
+    def tool(name: str, path: str, args: str, **options: Option) -> dict[str, Option]:
+        return {**common, path: TEXT, args: ARGV, **options}
+
+    c = containers
+    return [
+        Scheme(
+            "docker",
+            c.Docker,
+            c.docker,
+            _named("container"),
+            tool("docker", "docker_path", "docker_args", user=TEXT, host=TEXT, env=ENV, cwd=TEXT),
+        ),
+        Scheme(
+            "podman",
+            c.Podman,
+            c.podman,
+            _named("container"),
+            tool("podman", "podman_path", "podman_args", user=TEXT, env=ENV, cwd=TEXT),
+        ),
+        Scheme(
+            "buildah",
+            c.Buildah,
+            c.buildah,
+            _named("container"),
+            tool("buildah", "buildah_path", "buildah_args", user=TEXT, env=ENV, cwd=TEXT),
+        ),
+        Scheme(
+            "kubectl",
+            c.Kubectl,
+            c.kubectl,
+            _named("pod"),
+            tool(
+                "kubectl",
+                "kubectl_path",
+                "kubectl_args",
+                container=TEXT,
+                namespace=TEXT,
+                kube_context=TEXT,
+            ),
+        ),
+        Scheme(
+            "lxc",
+            c.Lxc,
+            c.lxc,
+            _named("container"),
+            tool("lxc", "lxc_attach_path", "lxc_attach_args", uid=INT, gid=INT, env=ENV),
+        ),
+        Scheme(
+            "lxd",
+            c.Lxd,
+            c.lxd,
+            _named("container"),
+            tool("lxd", "lxc_path", "lxc_args", user=INT, env=ENV, cwd=TEXT),
+        ),
+        Scheme(
+            "incus",
+            c.Incus,
+            c.incus,
+            _named("container"),
+            tool("incus", "incus_path", "incus_args", user=INT, env=ENV, cwd=TEXT),
+        ),
+        Scheme(
+            "setns",
+            c.Setns,
+            c.setns,
+            Authority(_parse_setns, _format_setns),
+            tool(
+                "setns",
+                "nsenter_path",
+                "nsenter_args",
+                query_path=TEXT,
+                namespaces=NAMES,
+                uid=INT,
+                gid=INT,
+                env=ENV,
+                cwd=TEXT,
+            ),
+        ),
+        Scheme(
+            "chroot",
+            c.Chroot,
+            c.chroot,
+            Authority(_named("root").parse, lambda method: quote(method.root, safe="/")),
+            tool("chroot", "chroot_path", "chroot_args", user=TEXT, env=ENV),
+        ),
+        Scheme("doas", c.Doas, c.doas, USER, tool("doas", "doas_path", "doas_args")),
+        Scheme(
+            "machinectl",
+            c.Machinectl,
+            c.machinectl,
+            _named("machine"),
+            tool(
+                "machinectl", "systemd_run_path", "systemd_run_args", user=TEXT, env=ENV, cwd=TEXT
+            ),
+        ),
+        Scheme(
+            "jail",
+            c.Jail,
+            c.jail,
+            _named("name", "jail"),
+            tool("jail", "jexec_path", "jexec_args", user=TEXT),
+        ),
+    ]
+
+
 SCHEMES: dict[str, Scheme] = {
     scheme.name: scheme
     for scheme in (
@@ -224,6 +381,7 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("sudo", Sudo, sudo, USER, {"python": ARGV, "sudo_path": TEXT, "sudo_args": ARGV}),
         Scheme("su", Su, su, USER, {"python": ARGV, "su_path": TEXT}),
         Scheme("fork", Fork, fork, NOTHING, {"preload": NAMES}),
+        *_tool_schemes(),
     )
 }
 
