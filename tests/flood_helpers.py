@@ -11,13 +11,13 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 #: The threads of the running flood and what each has emitted so far.
-_flood: Dict[str, Any] = {}
+_flood: dict[str, Any] = {}
 
 
-def _printer(stop_at: float, counts: List[int]) -> None:
+def _printer(stop_at: float, counts: list[int]) -> None:
     i = 0
     while True:
         print("out %d" % i)
@@ -28,7 +28,7 @@ def _printer(stop_at: float, counts: List[int]) -> None:
     sys.stdout.flush()
 
 
-def _logger(stop_at: float, counts: List[int]) -> None:
+def _logger(stop_at: float, counts: list[int]) -> None:
     logger = logging.getLogger("flood")
     i = 0
     while True:
@@ -53,12 +53,12 @@ def start_flood(seconds: float) -> None:
         thread.start()
 
 
-def flood_progress() -> List[int]:
+def flood_progress() -> list[int]:
     """Lines printed and records logged so far."""
     return list(_flood["counts"])
 
 
-def finish_flood() -> List[int]:
+def finish_flood() -> list[int]:
     """Wait for the flood threads; the totals of lines printed and records logged."""
     for thread in _flood["threads"]:
         thread.join()

@@ -118,7 +118,6 @@ class ExternalContext:
         #: This context's own children, once it has any (see core/parent.py).
         self.children: Any = None
         self._forked: List[Any] = []
-        self._io_thread: Optional[int] = None
         self._cancelled: Set[int] = set()
         self._finishing = False
         #: Held by the I/O thread while it acts on what its poll found, and by a fork.
@@ -126,9 +125,14 @@ class ExternalContext:
 
     # Sending -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        """Write one frame to the parent; any thread may call this."""
+        """Write one frame to the parent; any thread may call this.
+
+        A full stream makes the writer wait without reading its own children meanwhile (only
+        writes down to a child need that, see ``Children.write_pump``): so a child flooding
+        upward waits too, instead of piling up here.  The parent always reads in the end.
+        """
         with self._wlock:
-            if not write_parts_blocking(self.tx, msg.frame_parts(), self.write_pump()):
+            if not write_parts_blocking(self.tx, msg.frame_parts()):
                 self.disconnected = True
                 raise ChannelError("the parent of context %r disconnected" % (self.name,))
 
@@ -169,12 +173,6 @@ class ExternalContext:
                 os.write(2, ("trimitogen: I/O thread failed: %r\n" % (exc,)).encode())
             finally:
                 os._exit(70)
-
-    def write_pump(self) -> Any:
-        """What a write on the I/O thread does while it waits (see ``Children.write_pump``)."""
-        if self.children is None or _thread.get_ident() != self._io_thread:
-            return None
-        return self.children.write_pump()
 
     def wake(self) -> None:
         """Make the I/O loop run its wake-up work soon; any thread may call this."""
@@ -230,7 +228,6 @@ class ExternalContext:
         return callback
 
     def _io_loop_inner(self) -> None:
-        self._io_thread = _thread.get_ident()
         loop = self.loop
         for logger in self.loggers:
             loop.add_reader(logger.side.fileno(), self._on_logger_readable(logger))
