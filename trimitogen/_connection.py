@@ -16,7 +16,7 @@ from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
 from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
-from .core.messages import DelRoute, GetModule, LoadModule, Log
+from .core.messages import AddRoute, DelRoute, GetModule, LoadModule, Log
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FIRST_REPLY_HANDLE,
@@ -346,7 +346,7 @@ class Connection:
         elif handle == HANDLE_DEL_ROUTE:
             self._on_del_route(msg)
         elif handle == HANDLE_ADD_ROUTE:
-            pass  # the master learns routes from its own spawn requests
+            self._on_add_route(msg)
         else:
             self.logger.debug("dropped %r: nothing waits on handle %d", msg, handle)
 
@@ -356,11 +356,36 @@ class Connection:
         except StreamError as exc:
             self.logger.warning("dropped a malformed route removal from %d: %s", msg.src, exc)
             return
+        if not removal.ids:
+            self.logger.debug("ignored a route removal from context %d naming none", msg.src)
         for context_id in removal.ids:
             route = self.routes.get(context_id)
-            # Only an ancestor of a context may report it gone.
-            if route is not None and self.table.may_report_gone(msg.src, context_id):
+            if route is None:
+                # Usually one the master forgot already (it shut it down, or its parent went).
+                self.logger.debug(
+                    "ignored a route removal from context %d for unknown context %d",
+                    msg.src,
+                    context_id,
+                )
+            elif self.table.may_report_gone(msg.src, context_id):
                 self.forget(route, removal.reason)
+            else:
+                self.logger.warning(
+                    "ignored a route removal from context %d for context %d: only a context "
+                    "above it may report it gone",
+                    msg.src,
+                    context_id,
+                )
+
+    def _on_add_route(self, msg: Message) -> None:
+        """The master learns routes from its own spawn requests; an announcement is only
+        checked, so that a malformed one is reported."""
+        try:
+            AddRoute.decode(msg.data)
+        except StreamError as exc:
+            self.logger.warning("dropped a malformed route announcement from %d: %s", msg.src, exc)
+            return
+        self.logger.debug("ignored a route announcement from context %d", msg.src)
 
     def forget(self, route: Route, reason: str) -> None:
         """``route`` and everything below it are gone: fail the requests waiting on them."""
