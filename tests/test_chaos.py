@@ -90,6 +90,22 @@ def _ppid(pid: int) -> int | None:
     return int(stat[stat.rfind(b")") + 2 :].split()[1])
 
 
+def _describe(pid: int) -> str:
+    """State, owner and parent of a process, for a failure message."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return "gone"
+    parent = _ppid(pid) or 0
+    return "state %s, uid %s, parent %d (%s)" % (
+        fields.get("State", "?").strip(),
+        fields.get("Uid", "?").split()[0],
+        parent,
+        _comm(parent),
+    )
+
+
 def _comm(pid: int) -> str:
     try:
         with open("/proc/%d/comm" % pid) as f:
@@ -166,8 +182,10 @@ async def call_forever(
 
 
 async def kill_at_random(
-    trees: list[Tree], rng: random.Random, figures: Figures, stopped: set[int]
+    trees: list[Tree], rng: random.Random, figures: Figures, targets: set[int]
 ) -> None:
+    """SIGKILL, or SIGSTOP then SIGCONT, random processes of the trees; ``targets`` collects
+    every process hit."""
     end = time.monotonic() + CHAOS_SECONDS
     while time.monotonic() < end:
         await trio.sleep(rng.uniform(0.05, 0.4))
@@ -175,19 +193,29 @@ async def kill_at_random(
         if not pids:
             continue
         pid = rng.choice(pids)
+        targets.add(pid)
         try:
             if rng.random() < KILL_SHARE:
                 os.kill(pid, signal.SIGKILL)
                 figures.kills += 1
             else:
                 os.kill(pid, signal.SIGSTOP)
-                stopped.add(pid)
                 figures.stops += 1
                 await trio.sleep(rng.uniform(0.05, STOP_MAX))
                 os.kill(pid, signal.SIGCONT)
-                stopped.discard(pid)
         except ProcessLookupError:
-            stopped.discard(pid)
+            pass
+
+
+def continue_all(pids: set[int]) -> None:
+    """SIGCONT each of ``pids`` that still exists.  One SIGCONT after each SIGSTOP does not
+    always leave a process running: a stopped command makes sudo stop itself, and a process
+    the killer never hit was once found stopped (see the report of issue 13's chaos test)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.timeout(CHAOS_SECONDS + 4 * WAIT)
@@ -209,7 +237,7 @@ async def test_chaos(sshd: SshServer, users: Users, no_leaked_fds: None) -> None
         Tree("ssh", [login, tm.sudo(users.nopw.name)]),
     ]
     chaos = True
-    stopped: set[int] = set()
+    targets: set[int] = set()
 
     def running() -> bool:
         return chaos
@@ -224,19 +252,16 @@ async def test_chaos(sshd: SshServer, users: Users, no_leaked_fds: None) -> None
             for number in range(CALLERS):
                 nursery.start_soon(call_forever, number, trees, rng, figures, running)
             try:
-                await kill_at_random(trees, rng, figures, stopped)
+                await kill_at_random(trees, rng, figures, targets)
             finally:
-                for pid in stopped:
-                    try:
-                        os.kill(pid, signal.SIGCONT)
-                    except ProcessLookupError:
-                        pass
+                continue_all(targets)
                 chaos = False
     # Every process of every hop ends once its context is closed or its parent is gone.
     deadline = time.monotonic() + WAIT
     while _runtime_processes() - before and time.monotonic() < deadline:
+        continue_all(targets | (_runtime_processes() - before))
         await trio.sleep(0.1)
-    left = sorted(_runtime_processes() - before)
+    left = {pid: _describe(pid) for pid in sorted(_runtime_processes() - before)}
     assert not left, "seed %d: child interpreters still run: %s" % (seed, left)
     print(
         "chaos %.0fs, seed %d: %d calls (%d results, %d ChannelError), slowest %.2fs (%s); "
