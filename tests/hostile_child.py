@@ -2,8 +2,9 @@
 
 Run as the "interpreter" of a local context: ``python hostile_child.py MODE -c STAGE1``.  It
 pretends to bootstrap, announces itself, then answers the first call according to MODE and any
-later call honestly.  Nothing here may run in the master: the sentinel file named by
-``HOSTILE_SENTINEL`` must never appear.
+later call honestly (in "relay" mode it echoes calls, and sends the frames :func:`relay` asks
+for).  Nothing here may run in the master: the sentinel file named by ``HOSTILE_SENTINEL`` must
+never appear.
 """
 
 from __future__ import annotations
@@ -27,9 +28,36 @@ def read_exact(n: int) -> bytes:
     return data
 
 
-def send(dst: int, src: int, handle: int, reply_to: int, body: bytes, length: int = -1) -> None:
+def send(
+    dst: int, src: int, handle: int, reply_to: int, body: bytes, length: int = -1, flags: int = 0
+) -> None:
     size = len(body) if length < 0 else length
-    os.write(1, HEADER.pack(MAGIC, 1, 0, dst, src, handle, reply_to, size) + body)
+    data = HEADER.pack(MAGIC, 1, flags, dst, src, handle, reply_to, size) + body
+    while data:
+        data = data[os.write(1, data) :]
+
+
+def relay(messages: list[tuple[int | None, int, bytes]]) -> int:
+    """What the master calls on a child in "relay" mode; the child never runs it.
+
+    Instead it sends each ``(handle, flags, body)`` to the master as a well-framed message from
+    itself (handle None: as the answer to this very call), then answers with the count.
+    """
+    raise AssertionError("only the hostile child's relay mode interprets this")
+
+
+def answer_relay(me: int, reply_to: int, body: bytes) -> None:
+    _module, qualname, args, _kwargs = pickle.loads(body)
+    if qualname != "relay":
+        send(0, me, reply_to, 0, pickle.dumps((True, args[0] if args else None)))
+        return
+    answered = False
+    for handle, flags, data in args[0]:
+        if handle is None:
+            handle, answered = reply_to, True
+        send(0, me, handle, 0, data, flags=flags)
+    if not answered:
+        send(0, me, reply_to, 0, pickle.dumps((True, len(args[0]))))
 
 
 class Evil:
@@ -89,8 +117,14 @@ def main() -> None:
     first = True
     while True:
         fields = HEADER.unpack(read_exact(HEADER.size))
-        read_exact(fields[-1])
+        body = read_exact(fields[-1])
         reply_to = fields[6]
+        if mode == "relay":
+            # Calls are echoed, or relay() sends what the master asks for; module answers and
+            # anything else the master sends are ignored.
+            if fields[5] == 2:
+                answer_relay(me, reply_to, body)
+            continue
         if not first or mode in ("honest", "forge"):
             send(0, me, reply_to, 0, pickle.dumps((True, "honest answer")))
             continue

@@ -13,13 +13,13 @@ import trio
 
 from ._output import show_output
 from ._responder import ModuleResponder
-from ._route import SHUT_DOWN, ContextStatistics, Reply, Route
+from ._route import SHUT_DOWN, ContextStatistics, Reply, Route, on_add_route, on_del_route
 from ._serving import answer_module, answer_resource
 from ._streams import on_credit
 from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
-from .core.messages import Cancel, DelRoute, Log
+from .core.messages import Cancel, Log
 from .core.pgroup import POLL, group_alive, signal_group
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -382,23 +382,11 @@ class Connection:
         elif handle == HANDLE_GET_RESOURCE:
             answer_resource(self, route, msg)
         elif handle == HANDLE_DEL_ROUTE:
-            self._on_del_route(msg)
+            on_del_route(self, msg)
         elif handle == HANDLE_ADD_ROUTE:
-            pass  # the master learns routes from its own spawn requests
+            on_add_route(self, msg)
         else:
             self.logger.debug("dropped %r: nothing waits on handle %d", msg, handle)
-
-    def _on_del_route(self, msg: Message) -> None:
-        try:
-            removal = DelRoute.decode(msg.data)
-        except StreamError as exc:
-            self.logger.warning("dropped a malformed route removal from %d: %s", msg.src, exc)
-            return
-        for context_id in removal.ids:
-            route = self.routes.get(context_id)
-            # Only an ancestor of a context may report it gone.
-            if route is not None and self.table.may_report_gone(msg.src, context_id):
-                self.forget(route, removal.reason)
 
     def forget(self, route: Route, reason: str) -> None:
         """``route`` and everything below it are gone: fail the requests waiting on them."""

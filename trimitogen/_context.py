@@ -154,6 +154,8 @@ class Context:
         """
         route = self._route
         if route.dead_reason is not None:
+            # A checkpoint even so: a task retrying in a loop must not starve all the others.
+            await trio.lowlevel.checkpoint()
             raise route.channel_error()
         conn = self._conn
         handle, reply = conn.new_reply(route.context_id)
@@ -318,6 +320,7 @@ class Context:
         """Send a call without waiting for it; an exception it raises is logged by the child."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._route.dead_reason is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # as in call()
             raise self._route.channel_error()
         self._conn.send(self._request(fn, args, kwargs, 0))
         await trio.lowlevel.cancel_shielded_checkpoint()

@@ -1,5 +1,5 @@
-"""What the master keeps per context: :class:`Route`, the :class:`Reply` a caller waits on, and
-the :class:`ContextStatistics` a context reports."""
+"""What the master keeps per context: :class:`Route`, the :class:`Reply` a caller waits on, the
+:class:`ContextStatistics` a context reports, and the handling of route announcements."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._responder import ImportStats
-from .core.errors import ChannelError
+from .core.errors import ChannelError, StreamError
 from .core.importer import ModulePolicy
+from .core.messages import AddRoute, DelRoute
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -126,3 +127,43 @@ class Reply:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+def on_del_route(conn: Connection, msg: Message) -> None:
+    """DEL_ROUTE: contexts below an intermediate are gone; only an ancestor may say so."""
+    try:
+        removal = DelRoute.decode(msg.data)
+    except StreamError as exc:
+        conn.logger.warning("dropped a malformed route removal from %d: %s", msg.src, exc)
+        return
+    if not removal.ids:
+        conn.logger.debug("ignored a route removal from context %d naming none", msg.src)
+    for context_id in removal.ids:
+        route = conn.routes.get(context_id)
+        if route is None:
+            # Usually one the master forgot already (it shut it down, or its parent went).
+            conn.logger.debug(
+                "ignored a route removal from context %d for unknown context %d",
+                msg.src,
+                context_id,
+            )
+        elif conn.table.may_report_gone(msg.src, context_id):
+            conn.forget(route, removal.reason)
+        else:
+            conn.logger.warning(
+                "ignored a route removal from context %d for context %d: only a context "
+                "above it may report it gone",
+                msg.src,
+                context_id,
+            )
+
+
+def on_add_route(conn: Connection, msg: Message) -> None:
+    """The master learns routes from its own spawn requests; an announcement is only
+    checked, so that a malformed one is reported."""
+    try:
+        AddRoute.decode(msg.data)
+    except StreamError as exc:
+        conn.logger.warning("dropped a malformed route announcement from %d: %s", msg.src, exc)
+        return
+    conn.logger.debug("ignored a route announcement from context %d", msg.src)

@@ -134,7 +134,6 @@ class ExternalContext:
         #: Its streams, once it was asked for one (see core/streams.py).
         self.streams: Any = None
         self._forked: List[Any] = []
-        self._io_thread: Optional[int] = None
         self._cancelled: Set[int] = set()
         self._finishing = False
         #: Held by the I/O thread while it acts on what its poll found, and by a fork.
@@ -142,10 +141,15 @@ class ExternalContext:
 
     # Sending -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        """Write one frame to the parent; any thread may call this.  A cancelled call's interrupt
-        waits until the frame is written."""
+        """Write one frame to the parent; any thread may call this.
+
+        A full stream makes the writer wait without reading its own children meanwhile (only
+        writes down to a child need that, see ``Children.write_pump``): so a child flooding
+        upward waits too, instead of piling up here.  The parent always reads in the end.  A
+        cancelled call's interrupt waits until the frame is written.
+        """
         with self.calls.uninterruptible(), self._wlock:
-            if not write_parts_blocking(self.tx, msg.frame_parts(), self.write_pump()):
+            if not write_parts_blocking(self.tx, msg.frame_parts()):
                 self.disconnected = True
                 raise ChannelError("the parent of context %r disconnected" % (self.name,))
 
@@ -194,12 +198,6 @@ class ExternalContext:
             finally:
                 end_group()
                 os._exit(70)
-
-    def write_pump(self) -> Any:
-        """What a write on the I/O thread does while it waits (see ``Children.write_pump``)."""
-        if self.children is None or _thread.get_ident() != self._io_thread:
-            return None
-        return self.children.write_pump()
 
     def wake(self) -> None:
         """Make the I/O loop run its wake-up work soon; any thread may call this."""
@@ -255,7 +253,6 @@ class ExternalContext:
         return callback
 
     def _io_loop_inner(self) -> None:
-        self._io_thread = _thread.get_ident()
         loop = self.loop
         for logger in self.loggers:
             loop.add_reader(logger.side.fileno(), self._on_logger_readable(logger))
