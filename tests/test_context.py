@@ -412,3 +412,26 @@ async def test_closing_under_cancellation_does_not_wait_for_the_grace_time(
     assert scope.cancelled_caught
     assert time.monotonic() - started < 15.0
     assert ctx.statistics().gone_reason is not None
+
+
+async def test_call_no_reply_waits_when_the_child_does_not_keep_up(ctx: tm.Context) -> None:
+    """A loop of call_no_reply to a stopped child waits once 4 MiB are queued, instead of
+    queueing without bound in the master."""
+    from trimitogen._context import SEND_QUEUE_LIMIT
+
+    assert ctx.pid is not None
+    os.kill(ctx.pid, signal.SIGSTOP)
+    sent = 0
+    try:
+        with trio.move_on_after(2.0) as scope:
+            while True:
+                await ctx.call_no_reply(rh.echo, b"x" * 65536)
+                sent += 1
+        assert scope.cancelled_caught
+        queued = ctx.statistics().queued_bytes
+        assert queued <= SEND_QUEUE_LIMIT + 2 * 65536 + 4096, queued
+        assert sent * 65536 < 64 * SEND_QUEUE_LIMIT
+    finally:
+        os.kill(ctx.pid, signal.SIGCONT)
+    with trio.fail_after(WAIT):
+        assert await ctx.call(rh.echo, "caught up") == "caught up"

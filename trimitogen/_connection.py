@@ -116,6 +116,7 @@ class Connection:
         self._next_handle = FIRST_REPLY_HANDLE
         self._outq: collections.deque[list[Any]] = collections.deque()
         self._writer_lot = trio.lowlevel.ParkingLot()
+        self._drain_lot = trio.lowlevel.ParkingLot()  # senders waiting for the queue to shrink
         self.stderr_closed = trio.Event()
         self.last_words = trio.Event()  # set once the link's last_words_heard
         self.ready = trio.Event()
@@ -188,7 +189,7 @@ class Connection:
         self.send(Message(target, MASTER_ID, HANDLE_CANCEL, 0, Cancel.pack(handle)))
 
     def statistics(self, route: Route) -> ContextStatistics:
-        queued = sum(len(part) for parts in self._outq for part in parts)
+        queued = self.queued_bytes()
         in_flight = sum(1 for reply in self.pending.values() if reply.target == route.context_id)
         status = None
         if route is self.route and self.process is not None:
@@ -269,6 +270,16 @@ class Connection:
                     self._outq[0] = left
                 elif self._outq:  # a failed write empties the queue
                     self._outq.popleft()
+                if self._drain_lot:
+                    self._drain_lot.unpark_all()
+
+    def queued_bytes(self) -> int:
+        return sum(len(part) for parts in self._outq for part in parts)
+
+    async def wait_drained(self, limit: int) -> None:
+        """Until at most ``limit`` bytes wait to be written (or the connection is gone)."""
+        while self.dead_reason is None and self.queued_bytes() > limit:
+            await self._drain_lot.park()
 
     # -- reading -----------------------------------------------------------------------------
     async def reader(self) -> None:
@@ -514,6 +525,7 @@ class Connection:
             )
         self._outq.clear()
         self._writer_lot.unpark_all()
+        self._drain_lot.unpark_all()
         pending, self.pending = self.pending, {}
         for reply in pending.values():
             target = self.routes.get(reply.target, self.route)

@@ -64,6 +64,9 @@ _REFERENCES_MAX = 4096
 #: for modules of other Python implementations.
 NEVER_ASK = tuple(sorted(sys.stdlib_module_names | {"org", "java", "_jython", "__pypy__"}))
 
+#: Bytes queued for one child above which :meth:`Context.call_no_reply` waits.
+SEND_QUEUE_LIMIT = 4 * 1024 * 1024
+
 #: Serves modules to every context of this process.
 RESPONDER = ModuleResponder()
 
@@ -317,13 +320,20 @@ class Context:
     async def call_no_reply(
         self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
     ) -> None:
-        """Send a call without waiting for it; an exception it raises is logged by the child."""
+        """Send a call without waiting for it; an exception it raises is logged by the child.
+
+        Returns once the call is queued on the connection, waiting first while more than
+        :data:`SEND_QUEUE_LIMIT` bytes are queued for the child (so a loop of these to a child
+        that does not keep up waits instead of filling the master's memory)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._route.dead_reason is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()  # as in call()
             raise self._route.channel_error()
         self._conn.send(self._request(fn, args, kwargs, 0))
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if self._conn.queued_bytes() > SEND_QUEUE_LIMIT:
+            await self._conn.wait_drained(SEND_QUEUE_LIMIT)
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def shutdown(self) -> None:
         """Stop the child now and wait until it is reaped; calls afterwards raise ChannelError.
