@@ -33,6 +33,7 @@ from tests import remote_helpers as rh
 from tests.conftest import WAIT, MasterOnly
 from trimitogen.core.messages import (
     HANDLES,
+    RESOURCE_KINDS,
     GetModule,
     Log,
     ReplyError,
@@ -127,6 +128,7 @@ VALID_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "None or sequence of str": st.one_of(st.none(), st.lists(st.text(max_size=5), max_size=3)),
     "sequence of int": st.lists(st.integers(min_value=0, max_value=2**32 - 1), max_size=3),
     "sequence of module record": st.lists(_module_record, max_size=2),
+    "one of %s" % ", ".join(RESOURCE_KINDS): st.sampled_from(RESOURCE_KINDS),
 }
 
 #: Names a module request may ask for: ordinary ones, and ones whose finding would import

@@ -77,9 +77,10 @@ def answer_resource(conn: Connection, route: Route, msg: Message) -> None:
     )
     if answer[2] == "refused":
         conn.logger.warning(
-            "refused package data %r of %r to context %r: %s",
+            "refused package data %r of %r to context %d (%r): %s",
             request.path,
             request.package,
+            msg.src,
             route.name,
             answer[5],
         )
