@@ -97,6 +97,22 @@ def no_leftover_processes() -> Iterator[None]:
     assert not left, "the test left child processes behind: %s" % sorted(left)
 
 
+@pytest.fixture(params=["local", "ssh-sudo"])
+async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
+    """A local context, then the end of an ssh → sudo chain (tests/chains.py).  A module that
+    uses it marks its tests ``usefixtures("servers_first")``; one may override it."""
+    from tests.chains import ssh_sudo
+
+    with trio.fail_after(WAIT):
+        if request.param == "ssh-sudo":
+            chain = ssh_sudo(request.getfixturevalue("sshd"), request.getfixturevalue("users"))
+            async with chain as ctx:
+                yield ctx
+            return
+        async with tm.open_context(tm.local()) as ctx:
+            yield ctx
+
+
 @pytest.fixture(scope="module")
 def servers_first(request: pytest.FixtureRequest) -> None:
     """The session's sshd and throwaway users, started before the module's first test: a test

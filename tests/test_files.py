@@ -5,7 +5,6 @@ progress, and trees that skip what already matches; locally and through ssh → 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import trio
 
 import trimitogen as tm
 from tests import stream_helpers as sh
-from tests.chains import shared_directory, ssh_sudo
+from tests.chains import shared_directory
 from tests.conftest import WAIT
 from tests.infra import SshServer, Users
 from tests.test_methods import SYSTEM_PYTHON
@@ -27,18 +26,6 @@ pytestmark = pytest.mark.usefixtures("servers_first")
 @pytest.fixture
 def shared(tmp_path: Path) -> Path:
     return shared_directory(tmp_path)
-
-
-@pytest.fixture(params=["local", "ssh-sudo"])
-async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
-    with trio.fail_after(WAIT):
-        if request.param == "ssh-sudo":
-            chain = ssh_sudo(request.getfixturevalue("sshd"), request.getfixturevalue("users"))
-            async with chain as ctx:
-                yield ctx
-            return
-        async with tm.open_context(tm.local()) as ctx:
-            yield ctx
 
 
 def make_file(path: Path, size: int, mode: int = 0o640, mtime: float = 1_600_000_000.5) -> bytes:

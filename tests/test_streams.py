@@ -9,7 +9,6 @@ send 1 GiB waits, as calls on the same context keep answering.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ import trio.testing
 
 import trimitogen as tm
 from tests import stream_helpers as sh
-from tests.chains import ssh_sudo
 from tests.conftest import WAIT
 from trimitogen._streams import WINDOW_BYTES, WINDOW_ITEMS
 
@@ -40,18 +38,6 @@ async def drain_channel(items: trio.abc.ReceiveChannel[Any]) -> None:
 
 
 pytestmark = pytest.mark.usefixtures("servers_first")
-
-
-@pytest.fixture(params=["local", "ssh-sudo"])
-async def where(request: pytest.FixtureRequest) -> AsyncIterator[tm.Context]:
-    with trio.fail_after(WAIT):
-        if request.param == "ssh-sudo":
-            chain = ssh_sudo(request.getfixturevalue("sshd"), request.getfixturevalue("users"))
-            async with chain as ctx:
-                yield ctx
-            return
-        async with tm.open_context(tm.local()) as ctx:
-            yield ctx
 
 
 async def test_items_arrive_in_order_and_the_stream_ends(where: tm.Context) -> None:
