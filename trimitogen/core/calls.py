@@ -13,8 +13,8 @@ thread writes (see :meth:`CallRunner.uninterruptible`).
 
 from __future__ import annotations
 
+import _signal
 import _thread
-import signal
 import sys
 
 from .errors import Cancelled
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     Key = Tuple[int, int]
 
 #: Sent to the main thread to interrupt a cancelled call.  Its default action is to do nothing,
-#: so a stray one (a process the call started and that did not reset it) harms no one.
-INTERRUPT_SIGNAL = signal.SIGURG
+#: so a stray one (a process the call started and that did not reset it) harms no one.  (The C
+#: module ``_signal``: ``signal`` imports enum, milliseconds of every child's start.)
+INTERRUPT_SIGNAL = _signal.SIGURG
 
 #: What :meth:`CallRunner.run` returns when a coroutine went to an event loop, which replies.
 HANDED_OVER = object()
@@ -73,7 +74,7 @@ class CallRunner:
     def install_interrupt(self) -> None:
         """On the main thread, before any call: route the interrupt signal to this runner."""
         self._main_thread = _thread.get_ident()
-        signal.signal(INTERRUPT_SIGNAL, self._on_interrupt)
+        _signal.signal(INTERRUPT_SIGNAL, self._on_interrupt)
 
     def _on_interrupt(self, _signum: int, _frame: Any) -> None:
         if self._running is None or self._running not in self.cancelled:
@@ -103,7 +104,7 @@ class CallRunner:
             return False
         self.cancelled.add(key)
         if self.current == key and self._main_thread is not None:
-            signal.pthread_kill(self._main_thread, INTERRUPT_SIGNAL)
+            _signal.pthread_kill(self._main_thread, INTERRUPT_SIGNAL)
         return True
 
     # Running -----------------------------------------------------------------------------------

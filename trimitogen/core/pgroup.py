@@ -10,10 +10,9 @@ descriptors, so the parent sees the end of the stream as soon as the runtime exi
 
 from __future__ import annotations
 
+import _signal
 import os
 import select
-import signal
-import warnings
 
 from .grace import Grace
 
@@ -34,6 +33,8 @@ def end_group() -> None:
     leader = os.getpid()
     if os.getpgrp() != leader:
         return  # not our group: it belongs to whoever started us
+    import warnings
+
     try:
         with warnings.catch_warnings():
             # 3.12+ warns about forking with threads: the helper only makes system calls.
@@ -85,7 +86,7 @@ def group_alive(pgid: int) -> bool:
 def sweep_group(pgid: int) -> None:
     """After the leader ``pgid`` was reaped: SIGTERM what is left of its group, then SIGKILL it
     after :attr:`Grace.KILL` (blocks meanwhile; for a thread of its own)."""
-    for signum, wait in ((signal.SIGTERM, Grace.KILL), (signal.SIGKILL, 0.0)):
+    for signum, wait in ((_signal.SIGTERM, Grace.KILL), (_signal.SIGKILL, 0.0)):
         if not group_alive(pgid):
             return
         signal_group(pgid, signum)
