@@ -90,7 +90,10 @@ class CallRunner:
 
     def uninterruptible(self) -> Any:
         """A context manager: the interrupt waits until the block ends (a frame being written
-        by the main thread is never cut short).  Other threads pass straight through."""
+        by the main thread is never cut short).  Outside a call, and on other threads, it is a
+        shared no-op: every frame the runtime sends passes here."""
+        if self._running is None or _thread.get_ident() != self._main_thread:
+            return _UNMASKED
         return _Mask(self)
 
     def cancel(self, key: Key, queued: Callable[[Key], bool]) -> bool:
@@ -183,22 +186,31 @@ class CallRunner:
         return encoded
 
 
+class _Unmasked:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: Any) -> None:
+        pass
+
+
+_UNMASKED = _Unmasked()
+
+
 class _Mask:
-    __slots__ = ("active", "runner")
+    """Defers the interrupt while the main thread, inside a call, writes a frame."""
+
+    __slots__ = ("runner",)
 
     def __init__(self, runner: CallRunner) -> None:
         self.runner = runner
-        self.active = False
 
     def __enter__(self) -> None:
-        runner = self.runner
-        if runner._running is not None and _thread.get_ident() == runner._main_thread:
-            self.active = True
-            runner._masked += 1
+        self.runner._masked += 1
 
     def __exit__(self, *exc_info: Any) -> None:
-        if not self.active:
-            return
         runner = self.runner
         runner._masked -= 1
         if not runner._masked and runner._deferred:
