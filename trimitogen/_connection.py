@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import signal
@@ -11,6 +10,7 @@ from typing import Any
 
 import trio
 
+from ._outbox import Outbox
 from ._output import show_output
 from ._responder import ModuleResponder
 from ._route import SHUT_DOWN, ContextStatistics, Reply, Route, on_add_route, on_del_route
@@ -20,6 +20,7 @@ from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
 from .core.messages import Cancel, Log
+from .core.parts import Reassembler
 from .core.pgroup import POLL, group_alive, signal_group
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -36,7 +37,7 @@ from .core.protocol import (
     Message,
 )
 from .core.routing import RouteTable
-from .core.side import CHUNK_SIZE, IOV_MAX, Side, written
+from .core.side import CHUNK_SIZE, Side
 
 log = logging.getLogger("trimitogen")
 
@@ -114,7 +115,9 @@ class Connection:
         #: Their answer, when it comes, only says that the context finished them.
         self.abandoned: dict[int, int] = {}
         self._next_handle = FIRST_REPLY_HANDLE
-        self._outq: collections.deque[list[Any]] = collections.deque()
+        self._out = Outbox(self.side, self._write_failed)
+        #: Joins the parts of split messages from the contexts behind this connection.
+        self.parts = Reassembler(max_message_size)
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._drain_lot = trio.lowlevel.ParkingLot()  # senders waiting for the queue to shrink
         self.stderr_closed = trio.Event()
@@ -186,7 +189,7 @@ class Connection:
         if self.dead_reason is not None or target not in self.routes:
             return
         self.abandoned[handle] = target
-        self.send(Message(target, MASTER_ID, HANDLE_CANCEL, 0, Cancel.pack(handle)))
+        self.send(Message(target, MASTER_ID, HANDLE_CANCEL, 0, Cancel.pack(handle)), handle)
 
     def statistics(self, route: Route) -> ContextStatistics:
         queued = self.queued_bytes()
@@ -209,72 +212,53 @@ class Connection:
         )
 
     # -- writing -----------------------------------------------------------------------------
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message, lane: int | None = None) -> None:
         """Queue ``msg`` for the child, writing at once what the fd accepts without waiting.
 
         Never blocks and never checkpoints, so a cancelled caller cannot leave half a frame.
+        ``lane`` is the reply handle the message is about, where its header does not say (see
+        :mod:`._outbox`).
         """
         route = self.routes.get(msg.dst)
         if route is not None:
             route.messages_sent += 1
             route.bytes_sent += len(msg.data)
-        self.send_parts(msg.frame_parts())
-
-    def send_parts(self, parts: list[Any]) -> None:
-        """Queue raw buffers (a frame, or bootstrap bytes) like :meth:`send`."""
         if self.dead_reason is not None:
             raise self.route.channel_error()
-        if self.tx_broken:
-            return  # the waiter will report how the child ended
-        if not self._outq:
-            parts = self._write_some(parts)
-            if not parts:
-                return
-        self._outq.append(parts)
-        self._writer_lot.unpark()
+        if not self.tx_broken:  # else the waiter will report how the child ended
+            self._out.send(msg, lane)
+            if self._out:
+                self._writer_lot.unpark()
 
-    def _write_some(self, parts: list[Any]) -> list[Any]:
-        """Write what the fd takes now; return what is left (``[]`` when done)."""
-        while parts:
-            try:
-                n = self.side.writev(parts[:IOV_MAX])
-            except BlockingIOError:
-                return parts
-            except OSError as exc:
-                self._write_failed("writing to it failed: %s" % exc)
-                return []
-            if n is None:
-                self._write_failed("it disconnected while a message was being sent")
-                return []
-            parts = written(parts, n)
-        return parts
+    def send_parts(self, parts: list[Any]) -> None:
+        """Queue raw bytes (bootstrap) like :meth:`send`."""
+        if self.dead_reason is not None:
+            raise self.route.channel_error()
+        if not self.tx_broken:
+            self._out.send_frame(parts)
+            if self._out:
+                self._writer_lot.unpark()
 
     def _write_failed(self, reason: str) -> None:
         """The child stopped reading.  If it has a process, its exit (seen by the waiter, with
         its status) explains that better than this, so only a process-less connection ends here."""
-        self._outq.clear()
         self.tx_broken = True
         if self.process is None:
             self.disconnect(reason)
 
     async def writer(self) -> None:
         while True:
-            while not self._outq:
+            while not self._out:
                 await self._writer_lot.park()
             if self.side.closed:
                 return
             await trio.lowlevel.wait_writable(self.side.fileno())
-            if self._outq:
-                left = self._write_some(self._outq[0])
-                if left:
-                    self._outq[0] = left
-                elif self._outq:  # a failed write empties the queue
-                    self._outq.popleft()
-                if self._drain_lot:
-                    self._drain_lot.unpark_all()
+            self._out.flush()
+            if self._drain_lot:
+                self._drain_lot.unpark_all()
 
     def queued_bytes(self) -> int:
-        return sum(len(part) for parts in self._outq for part in parts)
+        return self._out.queued
 
     async def wait_drained(self, limit: int) -> None:
         """Until at most ``limit`` bytes wait to be written (or the connection is gone)."""
@@ -362,6 +346,10 @@ class Connection:
                 sorted(self.routes),
             )
             return
+        whole = self.parts.add(msg)
+        if whole is None:
+            return  # one part of a split message: the rest follows
+        msg = whole
         route.messages_received += 1
         route.bytes_received += len(msg.data)
         handle = msg.handle
@@ -404,6 +392,8 @@ class Connection:
         ids = set(self.table.subtree(route.context_id))
         self.table.forget(route.context_id)
         doomed = [self.routes.pop(i) for i in sorted(ids) if i in self.routes]
+        for context_id in ids:
+            self.parts.forget(context_id)
         for dead in doomed:
             dead.mark_dead(
                 reason
@@ -523,7 +513,7 @@ class Connection:
                 if route is self.route
                 else "the context %r above it is gone: %s" % (self.name, reason)
             )
-        self._outq.clear()
+        self._out.drop()
         self._writer_lot.unpark_all()
         self._drain_lot.unpark_all()
         pending, self.pending = self.pending, {}

@@ -19,6 +19,7 @@ RUNTIME_MODULES = (
     "trimitogen.core.side",
     "trimitogen.core.latch",
     "trimitogen.core.protocol",
+    "trimitogen.core.parts",
     "trimitogen.core.messages",
     "trimitogen.core.importer",
     "trimitogen.core.loop",

@@ -153,7 +153,8 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
                     HANDLE_CREDIT,
                     0,
                     Credit.pack(self.handle, items, nbytes),
-                )
+                ),
+                self.handle,
             )
         except ChannelError:
             pass  # the reader reports the end
@@ -161,7 +162,8 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
     def _cancel_remote(self) -> None:
         try:
             self._conn.send(
-                Message(self.target, MASTER_ID, HANDLE_CANCEL, 0, Cancel.pack(self.handle))
+                Message(self.target, MASTER_ID, HANDLE_CANCEL, 0, Cancel.pack(self.handle)),
+                self.handle,
             )
         except ChannelError:
             pass

@@ -38,6 +38,7 @@ from .messages import (
     Spawn,
     SpawnFailed,
 )
+from .parts import Reassembler, SplitSender
 from .pgroup import end_group, lead_session
 from .protocol import (
     FIRST_REPLY_HANDLE,
@@ -107,7 +108,8 @@ class ExternalContext:
         self._for_io: List[Message] = []
         self._main_waker = Waker()
         self._io_done_released = False
-        self._wlock = _thread.allocate_lock()
+        self.sender = SplitSender(lambda parts: write_parts_blocking(self.tx, parts))
+        self.parts = Reassembler(config["max_message_size"])
         self._io_done = _thread.allocate_lock()
         self._io_done.acquire()
         self._main_done_r, self._main_done_w = os.pipe()
@@ -148,8 +150,8 @@ class ExternalContext:
         upward waits too, instead of piling up here.  The parent always reads in the end.  A
         cancelled call's interrupt waits until the frame is written.
         """
-        with self.calls.uninterruptible(), self._wlock:
-            if not write_parts_blocking(self.tx, msg.frame_parts()):
+        with self.calls.uninterruptible():
+            if not self.sender.send(msg):
                 self.disconnected = True
                 raise ChannelError("the parent of context %r disconnected" % (self.name,))
 
@@ -346,7 +348,10 @@ class ExternalContext:
         except BlockingIOError:
             return True
         for msg in self.decoder.messages():
-            dispatch(msg)
+            # The parts of a split message for this context are joined by whoever reads.
+            whole = self.parts.add(msg) if msg.dst == self.context_id else msg
+            if whole is not None:
+                dispatch(whole)
         return True
 
     def _dispatch(self, msg: Message) -> None:

@@ -173,3 +173,45 @@ class _Empty:
 _EMPTY: Any = _Empty()
 
 __all__ = ["Latch"]
+
+
+class FairLock:
+    """A lock passed to the threads waiting for it in the order they came.
+
+    A plain lock lets the thread that releases it take it straight back (it still holds the
+    GIL), so a thread writing a large message part by part would keep every other writer out
+    until the whole message is written.  This one hands the lock to the longest waiter.
+    """
+
+    __slots__ = ("_guard", "_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._guard = _thread.allocate_lock()
+        self._held = False
+        self._waiters: List[Any] = []
+
+    def __enter__(self) -> None:
+        guard = self._guard
+        with guard:
+            if not self._held:
+                self._held = True
+                return
+            waiter = _thread.allocate_lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        try:
+            waiter.acquire()  # released by the holder as it hands the lock on
+        except BaseException:
+            with guard:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    raise
+            self.__exit__()  # it was handed over just now: pass it on
+            raise
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.pop(0).release()
+            else:
+                self._held = False

@@ -30,6 +30,7 @@ from .messages import (
     SpawnFailed,
     SpawnOk,
 )
+from .parts import Reassembler, SplitSender
 from .pgroup import signal_group, sweep_group
 from .protocol import (
     HANDLE_ADD_ROUTE,
@@ -157,7 +158,7 @@ class Downstream:
         self.eof = False
         self._reported = False
         self._hearing_out = False  # a failure waits for the rest of the terminal (Link.heard_out)
-        self._wlock = _thread.allocate_lock()
+        self.sender = SplitSender(self._write)
         self.term: Optional[Side] = None
         if forked is not None:
             # A copy of the owner made by os.fork(): no bootstrap, no terminal; it speaks frames
@@ -231,17 +232,20 @@ class Downstream:
             self._settle()
 
     # -- streams -----------------------------------------------------------------------------
-    def send_parts(self, parts: List[Any]) -> bool:
+    def _write(self, parts: List[Any]) -> bool:
         if self.tx.closed:
             return False
-        with self._wlock:
-            try:
-                return write_parts_blocking(self.tx, parts, self.owner.write_pump())
-            except OSError:
-                return False
+        try:
+            return write_parts_blocking(self.tx, parts, self.owner.write_pump())
+        except OSError:
+            return False
+
+    def send_parts(self, parts: List[Any]) -> bool:
+        with self.sender.lock:
+            return self._write(parts)
 
     def send(self, msg: Message) -> bool:
-        return self.send_parts(msg.frame_parts())
+        return self.sender.send(msg)
 
     def _read(self) -> bool:
         """Read what is there into the link; False at end of stream."""
@@ -391,6 +395,8 @@ class Children:
         self.forwarder = ModuleForwarder(
             self._request_module, context.config.get("master_magic", b"")
         )
+        #: Joins split messages from below for this context itself.
+        self.parts = Reassembler(self.max_message_size)
         #: Serves the children's package data requests, made on the first (core/resources.py).
         self.resource_forwarder: Any = None
 
@@ -493,6 +499,8 @@ class Children:
     def on_child_gone(self, child: Downstream, reason: str) -> None:
         self.by_id.pop(child.context_id, None)
         ids = self.table.forget_link(child)
+        for context_id in ids:
+            self.parts.forget(context_id)
         self._send_up(
             Message(MASTER_ID, self.table.own_id, HANDLE_DEL_ROUTE, 0, DelRoute.pack(ids, reason))
         )
@@ -526,6 +534,10 @@ class Children:
             self.log(30, "dropped a message from context %r %s" % (child.name, refusal))
             return
         if msg.dst == self.table.own_id:
+            whole = self.parts.add(msg)
+            if whole is None:
+                return
+            msg = whole
             if msg.handle == HANDLE_GET_MODULE:
                 answer = self.forwarder.request(child, GetModule.decode(msg.data).name)
                 if answer is not None:

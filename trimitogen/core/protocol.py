@@ -136,8 +136,7 @@ class Message:
         return [self.header(), self.data]
 
     def unpickle(self, may_import: bool = False) -> Any:
-        data = bytes(self.data) if type(self.data) is Body else self.data
-        return loads(data, may_import)
+        return loads(self.data, may_import)
 
 
 _PLAIN_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes, bytearray))
@@ -338,6 +337,66 @@ class _BodyReader:
         return self.read(n)
 
 
+class _PartsReader:
+    """Like :class:`_BodyReader` over several buffers in a row (the parts of a split message),
+    so a joined message is never copied into one buffer before it is unpickled."""
+
+    __slots__ = ("pos", "view", "views")
+
+    def __init__(self, parts: List[Any]) -> None:
+        self.views = [memoryview(part).cast("B") for part in reversed(parts) if len(part)]
+        self.view = self.views.pop() if self.views else memoryview(b"")
+        self.pos = 0
+
+    def _next(self) -> bool:
+        if not self.views:
+            return False
+        self.view = self.views.pop()
+        self.pos = 0
+        return True
+
+    def peek(self, n: int = 0) -> bytes:
+        if self.pos == len(self.view) and not self._next():
+            return b""
+        return bytes(self.view[self.pos : self.pos + max(n, 1)])
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = len(self.view) - self.pos + sum(len(view) for view in self.views)
+        out = bytearray(n)
+        return bytes(out[: self.readinto(out)])
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(target):
+            if self.pos == len(self.view) and not self._next():
+                break
+            chunk = self.view[self.pos : self.pos + len(target) - done]
+            target[done : done + len(chunk)] = chunk
+            done += len(chunk)
+            self.pos += len(chunk)
+        return done
+
+    def readline(self) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            piece = self.peek(4096)
+            if not piece:
+                break
+            end = piece.find(b"\n")
+            line += self.read(len(piece) if end < 0 else end + 1)
+        return bytes(line)
+
+
+def _holds(data: Any, byte: bytes) -> bool:
+    """Whether a body (bytes, a buffer, or the parts of a :class:`Body`) holds ``byte``."""
+    if type(data) is Body:
+        return any(_holds(part, byte) for part in data.parts)
+    searchable = data if hasattr(data, "find") else bytes(data)
+    return bool(searchable.find(byte) != -1)
+
+
 def dumps_body(obj: Any) -> Body:
     """Pickle plain data into a :class:`Body`; :class:`TypeError` names a non-plain value."""
     persistent_id: Any = None
@@ -377,9 +436,12 @@ def loads(data: Any, may_import: bool = False) -> Any:
     # BytesIO shares an immutable bytes object without copying, and the C unpickler reads it
     # without calling back into Python; other buffers (large received bodies) use _BodyReader.
     try:
-        if type(data) is Body:
-            data = bytes(data)
-        source = io.BytesIO(data) if type(data) is bytes else _BodyReader(data)
+        if type(data) is bytes:
+            source: Any = io.BytesIO(data)
+        elif type(data) is Body:
+            source = _PartsReader(data.parts)
+        else:
+            source = _BodyReader(data)
         unpickler = _RestrictedUnpickler(source)
         if may_import:
             unpickler.may_import = True
@@ -396,8 +458,7 @@ def loads(data: Any, may_import: bool = False) -> Any:
 
         # Walking the result costs time, so only when the body could hold something non-plain:
         # a class named by a global, or a memoryview made by READONLY_BUFFER.
-        searchable = data if hasattr(data, "find") else bytes(data)
-        if unpickler.saw_global or searchable.find(_READONLY_BUFFER) != -1:
+        if unpickler.saw_global or _holds(data, _READONLY_BUFFER):
             bad = _first_non_plain(result, is_value)
             if bad is not _PLAIN:
                 # The type, never the object's repr: a peer's object may be huge or hostile.
