@@ -20,7 +20,7 @@ from .core.connect import ChildFds, PromptDialog, build_plan
 from .core.errors import ChannelError, ConnectError, StreamError
 from .core.link import CONNECTING, READY, Grace, Link, connect_failure
 from .core.messages import Cancel, Log
-from .core.parts import Reassembler
+from .core.parts import PART_SIZE, Reassembler
 from .core.pgroup import POLL, group_alive, signal_group
 from .core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -286,13 +286,13 @@ class Connection:
         fd = side.fileno()
         link = self.link
         decoder = link.decoder
-        reads = 0
+        reads = taken = 0
         drained = False
         while True:
             if drained:
                 # The last read took less than it asked for: the socket is empty, so wait
                 # instead of paying for a read that fails with EAGAIN.
-                reads = 0
+                reads = taken = 0
                 await trio.lowlevel.wait_readable(fd)
             view = decoder.body_view()
             try:
@@ -302,12 +302,14 @@ class Connection:
                         return
                     decoder.body_filled(n)
                     drained = n < len(view)
+                    taken += n
                 else:
                     data = side.read()
                     if not data:
                         return
                     link.receive_stream(data)
                     drained = len(data) < CHUNK_SIZE
+                    taken += len(data)
             except BlockingIOError:
                 drained = True
                 continue
@@ -321,8 +323,9 @@ class Connection:
             if not self.settled.is_set() and link.state != CONNECTING:
                 self._settle()
             reads += 1
-            if reads >= _READS_PER_YIELD:
-                reads = 0
+            if reads >= _READS_PER_YIELD or taken >= PART_SIZE:
+                # A task woken by what was read (a reply) runs after one part at most.
+                reads = taken = 0
                 await trio.lowlevel.checkpoint()
 
     def _settle(self) -> None:

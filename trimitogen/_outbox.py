@@ -94,7 +94,7 @@ class Outbox:
     def send(self, msg: Message, lane: int | None = None) -> None:
         """Write ``msg`` now as far as the descriptor takes it; queue the rest."""
         frames = split_frames(msg)
-        if len(frames) == 1:
+        if len(frames) == 1 and not self:
             self.send_frame(frames[0])
             return
         key, after = lane_of(msg, lane)
@@ -104,7 +104,7 @@ class Outbox:
             self.flush()
 
     def send_frame(self, parts: list[Any]) -> None:
-        """Write one frame (or bootstrap bytes) now as far as it goes; queue the rest."""
+        """Write bytes now as far as they go (a frame, or the bootstrap); queue the rest."""
         if self:
             self._fifo.append(((-1, 0), None, [parts]))
             self.queued += frame_size(parts)

@@ -72,6 +72,9 @@ TICK = 0.002
 #: The I/O thread stops looking this many seconds after the last call ended.
 TICK_IDLE = 0.05
 
+#: Most bytes the main thread reads ahead for the I/O thread.
+READ_AHEAD = 4 * 1024 * 1024
+
 
 class ExternalContext:
     """The child side of one connection: the parent's stream, the call loop, and the I/O thread.
@@ -106,6 +109,7 @@ class ExternalContext:
         self._ticking = False
         self._wants_reader = False
         self._for_io: List[Message] = []
+        self._throttled = False
         self._main_waker = Waker()
         self._io_done_released = False
         self.sender = SplitSender(lambda parts: write_parts_blocking(self.tx, parts))
@@ -317,6 +321,8 @@ class ExternalContext:
     def _drain_for_io(self) -> None:
         while self._for_io:
             self._dispatch(self._for_io.pop(0))
+        if self._throttled:
+            self._main_waker.wake()
 
     def _release_io_done(self) -> None:
         if not self._io_done_released:
@@ -442,17 +448,6 @@ class ExternalContext:
             if request.context_id in self._cancelled:
                 child.kill()  # the master gave up while the fork was being made
 
-    def owned_fds(self) -> List[int]:
-        """Every descriptor this runtime opened (a forked copy closes them)."""
-        sides = [self.rx, self.tx] + [logger.side for logger in self.loggers]
-        fds = [side.fd for side in sides if side is not None and side.fd is not None]
-        if self.children is not None:
-            fds += self.children.owned_fds()
-        fds += [self._main_done_r, self._main_done_w]
-        fds += self.waker.fds() + self._main_waker.fds()
-        fds += [fd for _request, _src, _handle, _pid, fd in self._forked]
-        return fds
-
     def _on_parent_lost(self) -> None:
         # Nobody is left to hear from us: let a finishing call end the process normally, or end it
         # here after the grace time.
@@ -473,7 +468,7 @@ class ExternalContext:
 
     # The main thread -------------------------------------------------------------------------
     def _fork(self, msg: Message) -> None:
-        from .forking import fork_child, run_copy
+        from .forking import fork_child, run_copy, runtime_fds
 
         request = Spawn.decode(msg.data)
         if request.context_id in self._cancelled:
@@ -483,7 +478,7 @@ class ExternalContext:
             # subprocess lazily), and the copy would inherit that module's lock, held for ever.
             with self._work_lock:
                 pid, fd = fork_child(
-                    self.owned_fds(),
+                    runtime_fds(self),
                     lambda fd: run_copy(self, request, fd, ExternalContext, start_runtime),
                 )
         except Exception as exc:
@@ -530,9 +525,10 @@ class ExternalContext:
         end_group()
 
     def _main_loop(self) -> None:
-        poller = select.poll()
+        poller, waker_only = select.poll(), select.poll()
         poller.register(self.rx.fileno(), POLLIN)
-        poller.register(self._main_waker.read_fd, POLLIN)
+        for each in (poller, waker_only):
+            each.register(self._main_waker.read_fd, POLLIN)
         # Calls that arrived before a shutdown still run (the watchdog bounds how long).
         while self._queue or not self._stopping:
             if self._queue:
@@ -550,7 +546,11 @@ class ExternalContext:
             with self._rx_lock:
                 if self._queue or self._stopping:
                     continue
-                for fd, _event in poller.poll():
+                # What it read ahead for the I/O thread (to route to a child, which may read
+                # slowly) is bounded: past that, the parent's stream waits (see _drain_for_io).
+                self._throttled = True
+                self._throttled = sum(len(m.data) for m in self._for_io) > READ_AHEAD
+                for fd, _event in (waker_only if self._throttled else poller).poll():
                     if fd == self._main_waker.read_fd:
                         self._main_waker.drain()
                     elif not self._on_receive(self._dispatch_from_main):

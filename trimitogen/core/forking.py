@@ -31,6 +31,18 @@ def _flush_stdio() -> None:
             pass
 
 
+def runtime_fds(context: Any) -> List[int]:
+    """Every descriptor the runtime of ``context`` opened (a forked copy closes them)."""
+    sides = [context.rx, context.tx] + [logger.side for logger in context.loggers]
+    fds = [side.fd for side in sides if side is not None and side.fd is not None]
+    if context.children is not None:
+        fds += context.children.owned_fds()
+    fds += [context._main_done_r, context._main_done_w]
+    fds += context.waker.fds() + context._main_waker.fds()
+    fds += [fd for _request, _src, _handle, _pid, fd in context._forked]
+    return fds
+
+
 def fork_child(owned_fds: List[int], become: Callable[[int], None]) -> Tuple[int, int]:
     """Fork.  The parent gets ``(pid, its end of the socket pair)``.  The copy closes
     ``owned_fds`` (the original runtime's descriptors), runs ``become(its end)`` and exits."""
