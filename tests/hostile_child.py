@@ -115,10 +115,16 @@ def main() -> None:
             send(0, me, 9, 0, pickle.dumps((claimed,)))
         os.write(1, b"")
     first = True
+    parts: dict[int, bytes] = {}
     while True:
         fields = HEADER.unpack(read_exact(HEADER.size))
         body = read_exact(fields[-1])
         reply_to = fields[6]
+        if fields[2] & 0x02:  # a part of a split message (FLAG_PART): join them
+            body = parts.pop(fields[5], b"") + body
+            if fields[2] & 0x04:  # FLAG_MORE
+                parts[fields[5]] = body
+                continue
         if mode == "relay":
             # Calls are echoed, or relay() sends what the master asks for; module answers and
             # anything else the master sends are ignored.

@@ -9,8 +9,10 @@ intermediate holds one part of a message passing through it, not the message.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import sys
 import threading
 from typing import Any
 
@@ -19,6 +21,7 @@ import trio
 
 import trimitogen as tm
 from tests import parts_helpers as ph
+from tests import remote_helpers as rh
 from tests.conftest import WAIT
 from trimitogen._outbox import Outbox, lane_of
 from trimitogen.core.errors import StreamError
@@ -405,3 +408,48 @@ async def test_an_intermediate_holds_a_part_of_a_message_passing_through_not_all
             assert len(up) == 100 * MIB
             grown = await middle.call(ph.peak_kib) - before
             assert grown < 48 * 1024, "the intermediate's peak grew by %d KiB" % grown
+
+
+@pytest.mark.timeout(120)
+async def test_a_hostile_child_cannot_make_the_master_hold_unfinished_parts_without_bound(
+    caplog: pytest.LogCaptureFixture, no_leaked_fds: None
+) -> None:
+    """Parts of messages it never finishes, and one message larger than the limit: each is
+    refused with a line naming the child, the master holds at most twice the limit, and
+    honest calls go on (the limit is made 4 MiB here so that the child need not send GiBs)."""
+    from tests import hostile_child as hc
+    from tests.test_hostile import HOSTILE
+
+    caplog.set_level(logging.WARNING, logger="trimitogen")
+    method = tm.local(python=[sys.executable, HOSTILE, "relay"])
+    more = FLAG_PART | FLAG_MORE
+    with trio.fail_after(WAIT):
+        async with tm.open_context(method, name="hostile") as ctx:
+            joiner = ctx._conn.parts
+            joiner.max_message_size = 4 * MIB
+            too_big: list[tuple[int | None, int, bytes]] = [
+                (6000, more, b"t" * (3 * MIB)),
+                (6000, more, b"t" * (2 * MIB)),
+            ]
+            assert await ctx.call(hc.relay, too_big) == 2
+            assert joiner.pending_bytes == 0
+            unfinished: list[tuple[int | None, int, bytes]] = [
+                (5000 + i, more, b"u" * MIB) for i in range(12)
+            ]
+            assert await ctx.call(hc.relay, unfinished) == 12
+            assert joiner.pending_bytes == 8 * MIB
+            # A whole message for a handle with unfinished parts is delivered as itself.
+            whole: Any = await ctx.call(hc.relay, [(None, 0, pickle_ok("whole"))])
+            assert whole == "whole"
+            assert await ctx.call(rh.echo, 1) == 1
+            assert joiner.pending_bytes <= 8 * MIB
+    lines = [r.getMessage() for r in caplog.records if "dropped a split message" in r.getMessage()]
+    assert any("unfinished split messages exceed 8388608 bytes" in line for line in lines), lines
+    assert any("exceeds the limit of 4194304 bytes" in line for line in lines), lines
+    assert all("from context %d" % ctx.context_id in line for line in lines), lines
+
+
+def pickle_ok(value: Any) -> bytes:
+    from trimitogen.core.messages import ReplyOk
+
+    return bytes(ReplyOk.pack(True, value))

@@ -349,7 +349,11 @@ class Connection:
                 sorted(self.routes),
             )
             return
-        whole = self.parts.add(msg)
+        try:
+            whole = self.parts.add(msg)
+        except StreamError as exc:
+            self.logger.warning("dropped a split message from context %d: %s", msg.src, exc)
+            return
         if whole is None:
             return  # one part of a split message: the rest follows
         msg = whole

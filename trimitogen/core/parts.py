@@ -82,9 +82,7 @@ class Reassembler:
         if not msg.flags & FLAG_PART:
             return msg
         key = (msg.src, msg.handle)
-        entry = self._partial.get(key)
-        if entry is None:
-            entry = self._partial[key] = [0]
+        entry = self._partial.get(key) or [0]
         size = len(msg.data)
         if entry[0] + size > self.max_message_size:
             self._drop(key)
@@ -96,6 +94,7 @@ class Reassembler:
             raise StreamError(
                 "unfinished split messages exceed %d bytes" % (2 * self.max_message_size)
             )
+        self._partial[key] = entry
         entry[0] += size
         entry.append(msg.data)
         self.pending_bytes += size
