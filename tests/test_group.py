@@ -79,6 +79,26 @@ async def test_results_arrive_as_they_complete(no_leaked_fds: None) -> None:
     assert sorted(order[1:]) == ["slow1", "slow2"]
 
 
+async def test_each_runs_master_side_work_per_target(no_leaked_fds: None) -> None:
+    """``each`` awaits a coroutine of this process per target (here: two calls and a check);
+    its errors become failed results like a call's."""
+    targets = [tagged("one"), tagged("two"), tagged("bad")]
+
+    async def work(ctx: tm.Context, target: tm.Target) -> str:
+        pid = await ctx.call(os.getpid)
+        assert pid != os.getpid()
+        if target.label == "bad":
+            raise ValueError("refused %s" % target.label)
+        return "%s:%s" % (target.label, await ctx.call(rh.echo, pid) == pid)
+
+    with trio.fail_after(WAIT):
+        async with tm.open_group(targets) as group:
+            results = sorted([result async for result in group.each(work)], key=lambda r: r.index)
+    assert [r.value for r in results] == ["one:True", "two:True", None]
+    assert (results[2].phase, str(results[2].error)) == ("call", "refused bad")
+    assert all(r.call_seconds is not None for r in results)
+
+
 async def test_async_functions_and_typed_values(no_leaked_fds: None) -> None:
     with trio.fail_after(WAIT):
         async with tm.open_group([tagged("x")]) as group:

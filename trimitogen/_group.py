@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
@@ -379,13 +379,11 @@ class Group:
         self,
         slot: _Slot,
         batch: _Batch,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        action: Callable[[Context, Target], Awaitable[Any]],
         send: trio.MemorySendChannel[Result[Any]],
     ) -> None:
         with send:
-            result = await self._call_result(slot, batch, fn, args, kwargs)
+            result = await self._call_result(slot, batch, action)
             try:
                 send.send_nowait(result)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -394,12 +392,7 @@ class Group:
             self._batches.discard(batch)
 
     async def _call_result(
-        self,
-        slot: _Slot,
-        batch: _Batch,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        self, slot: _Slot, batch: _Batch, action: Callable[[Context, Target], Awaitable[Any]]
     ) -> Result[Any]:
         result: Result[Any] | None = None
         with trio.CancelScope() as scope:
@@ -412,7 +405,7 @@ class Group:
             else:
                 started = trio.current_time()
                 try:
-                    value = await slot.context.call(fn, *args, **kwargs)
+                    value = await action(slot.context, slot.target)
                 except Exception as exc:
                     result = Result(
                         slot.target,
@@ -460,6 +453,20 @@ class Group:
         slow ones are still connecting.  Every target gives exactly one :class:`Result`, also
         those that failed to connect.
         """
+
+        async def call(context: Context, target: Target) -> Any:
+            return await context.call(fn, *args, **kwargs)
+
+        return self.each(call)
+
+    def each(self, action: Callable[[Context, Target], Awaitable[R]]) -> ResultStream[R]:
+        """Run ``await action(context, target)`` here in the master for every target, as soon
+        as its context is up; iterate the results as they complete.
+
+        For work that is more than one remote call: a file transfer, a stream, calls in a
+        row.  Results, failures and ``fail_fast`` are as for :meth:`results`; the time of
+        ``action`` is the result's ``call_seconds``.
+        """
         if self._nursery is None:
             raise RuntimeError("the group is closed: use it inside its open_group block")
         send, receive = trio.open_memory_channel[Result[Any]](len(self._slots))
@@ -467,9 +474,7 @@ class Group:
         self._batches.add(batch)
         with send:
             for slot in self._slots:
-                self._nursery.start_soon(
-                    self._call_one, slot, batch, fn, args, kwargs, send.clone()
-                )
+                self._nursery.start_soon(self._call_one, slot, batch, action, send.clone())
         return ResultStream(receive, batch)
 
     @overload

@@ -144,6 +144,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("targets", nargs="*", metavar="TARGET", help="target strings")
     _add_common(run)
+    for name, order, text in (
+        ("put", "LOCAL REMOTE", "Copy the local file LOCAL to REMOTE on every target"),
+        (
+            "get",
+            "REMOTE LOCAL",
+            "Copy REMOTE from every target to LOCAL (with several "
+            "targets, LOCAL is a directory: each target's copy goes in LOCAL/TARGET/)",
+        ),
+    ):
+        command = commands.add_parser(
+            name,
+            help="copy a file or tree %s the targets" % ("to" if name == "put" else "from"),
+            usage="trimitogen %s [options] [TARGET ...] -- %s" % (name, order),
+            description=_fill(
+                text + ", with a progress bar per target.  The copy is written beside "
+                "its destination and renamed into place, keeping the mode and modification "
+                "time: nothing partial is left if it fails.  -r copies a directory tree, "
+                "skipping files whose size and modification time already match.  Exit status "
+                "1 if any target failed."
+            ),
+            epilog=TARGET_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_argument("targets", nargs="*", metavar="TARGET", help="target strings")
+        command.add_argument("-r", "--recursive", action="store_true", help="copy a directory tree")
+        command.add_argument(
+            "--mode",
+            type=lambda text: int(text, 8),
+            metavar="OCTAL",
+            help="the copy's permissions, e.g. 0640 (default: the source's)",
+        )
+        _add_common(command)
     return parser
 
 
@@ -332,6 +364,24 @@ def _failure_fields(result: tm.Result[Any] | None) -> dict[str, Any]:
     }
 
 
+def _transfer_main(options: argparse.Namespace, after: list[str] | None, out: TextIO) -> int:
+    from ._transfer import TransferReporter, transfer
+
+    order = "LOCAL REMOTE" if options.command == "put" else "REMOTE LOCAL"
+    if not after or len(after) != 2:
+        raise UsageError(
+            "give two paths after --: trimitogen %s TARGET... -- %s" % (options.command, order)
+        )
+    options.paths = after
+    targets = collect_targets(options)
+    reporter = TransferReporter(out, sys.stderr, as_json=options.json, progress=options.progress)
+    try:
+        ok = trio.run(transfer, options, reporter, targets, _open_group)
+    except OSError as exc:
+        raise UsageError(str(exc)) from None
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -351,6 +401,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
             options.function = after[0]
             function = resolve_function(after[0])
             args, kwargs = parse_arguments(after[1:])
+        elif options.command in ("put", "get"):
+            return _transfer_main(options, after, out)
         elif after is not None:
             raise UsageError("check takes no function: %s" % " ".join(after))
         reporter = Reporter(out, sys.stderr, as_json=options.json, progress=options.progress)
