@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model import Section
-from . import cancellation, fork, imports, local, logins, streams
+from . import bytestream, cancellation, fork, imports, local, logins, streams
 
 SECTIONS: tuple[Section, ...] = (
     local.SECTION,
@@ -14,6 +14,7 @@ SECTIONS: tuple[Section, ...] = (
     logins.HOP,
     cancellation.SECTION,
     streams.SECTION,
+    bytestream.SECTION,
 )
 
 NAMES = tuple(section.name for section in SECTIONS)
