@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model import Section
-from . import bytestream, cancellation, fork, imports, local, logins, streams
+from . import bytestream, cancellation, files, fork, imports, local, logins, streams
 
 SECTIONS: tuple[Section, ...] = (
     local.SECTION,
@@ -15,6 +15,7 @@ SECTIONS: tuple[Section, ...] = (
     cancellation.SECTION,
     streams.SECTION,
     bytestream.SECTION,
+    files.SECTION,
 )
 
 NAMES = tuple(section.name for section in SECTIONS)
