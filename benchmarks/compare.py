@@ -7,9 +7,11 @@ fail: it exits non-zero only if a measurement could not be taken at all.
 
 Sections (``--sections``): ``local`` (start-up, teardown, round trip, transfers), ``import``
 (first call into a package that only the master has), ``fork`` (a forked copy: start-up to first
-call, close, round trip), ``ssh``, ``sudo`` and ``hop`` (ssh then sudo) start-up to first call.
-The last three create throwaway users and a real sshd with ``trimitogen.testing`` (root only)
-and remove them again at the end.  The code is the package ``benchmarks/comparison``.
+call, close, round trip), ``ssh``, ``sudo`` and ``hop`` (ssh then sudo) start-up to first call,
+``cancellation``, ``streams`` (items per second), ``bytestream`` (a TCP stream through a context
+against a raw pipe) and ``files`` (put_file/get_file against cp, scp and rsync).  ssh, sudo, hop
+and files create throwaway users and a real sshd with ``trimitogen.testing`` (root only) and
+remove them again at the end.  The code is the package ``benchmarks/comparison``.
 
 Run ``python benchmarks/compare.py --help`` for the options.
 """

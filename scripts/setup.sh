@@ -11,6 +11,9 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-s
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v sudo >/dev/null 2>&1 || need_apt+=(sudo)
 command -v doas >/dev/null 2>&1 || need_apt+=(doas)
+# The files benchmark compares with scp and rsync over the loopback sshd.
+command -v scp >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing ${need_apt[*]} with apt-get" >&2

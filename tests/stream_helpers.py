@@ -161,3 +161,14 @@ def fails_on(channel: Any, bad: str) -> None:
         if item == bad:
             raise ValueError("refused %r" % item)
         channel.send(item)
+
+
+def limit_file_size(nbytes: int) -> None:
+    """Make writes past ``nbytes`` of any file fail with EFBIG here (instead of SIGXFSZ)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(
+        resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+    )

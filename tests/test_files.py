@@ -4,6 +4,7 @@ progress, and trees that skip what already matches; locally and through ssh → 
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -84,6 +85,25 @@ async def test_an_interrupted_get_leaves_no_part_file(ctx: tm.Context, shared: P
     assert scope.cancelled_caught
     assert not (shared / "copy.bin").exists()
     assert leftovers(shared) == []
+
+
+async def test_a_put_whose_writes_fail_half_way_raises_the_error(
+    ctx: tm.Context, shared: Path
+) -> None:
+    """A write call failing while others are in flight: the remote error itself (not a group),
+    naming the path; the target is unchanged, no part file is left, the context answers."""
+    make_file(shared / "big.bin", 32 * MIB)
+    (shared / "target.bin").write_bytes(b"old contents")
+    with trio.fail_after(WAIT):
+        await ctx.call(sh.limit_file_size, 9 * MIB)
+        with pytest.raises(OSError, match=r"target\.bin") as failed:
+            await ctx.put_file(shared / "big.bin", str(shared / "target.bin"))
+        assert isinstance(failed.value, tm.CallError)
+        assert failed.value.errno == errno.EFBIG
+        while leftovers(shared):  # the abort call runs in the child
+            await trio.sleep(0.01)
+        assert await ctx.call(sh.echo, "still here") == "still here"
+    assert (shared / "target.bin").read_bytes() == b"old contents"
 
 
 async def test_a_get_streams_with_bounded_memory(ctx: tm.Context, shared: Path) -> None:

@@ -2,12 +2,13 @@
 
 Locally and at the end of an ssh → sudo chain.  Flow control is shown by counting what the remote
 generator produced while the consumer does not read (never more than a window ahead), and by the
-memory of the master and the child staying within a few windows while a generator that could
-send 1 GiB waits, as calls on the same context keep answering.
+memory of the master, the intermediate and the child staying within a few windows while a
+generator that could send 1 GiB waits, as calls on the same context keep answering.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -119,35 +120,53 @@ async def test_a_context_that_dies_mid_stream_gives_channel_error() -> None:
 
 async def test_a_stalled_consumer_makes_the_producer_wait(where: tm.Context) -> None:
     """The generator could send 1 GiB; the consumer takes 8 items then stops.  The producer is
-    never more than a window ahead, the memory of the master and the child stay within a few
-    windows, and calls on the same context keep answering meanwhile."""
+    never more than a window ahead, the memory of the master, the intermediate and the child
+    stay within a few windows, and calls on the same context keep answering meanwhile.
+
+    Locally a second local context is started through ``where`` (``via=``), so ``where`` is the
+    intermediate; at the end of the ssh → sudo chain the intermediate is the ssh context."""
+    async with contextlib.AsyncExitStack() as stack:
+        if where.via is None:
+            hop = where
+            with trio.fail_after(WAIT):
+                ctx = await stack.enter_async_context(tm.open_context(tm.local(), via=hop))
+        else:
+            hop, ctx = where.via, where
+        await stalled_consumer(hop, ctx)
+
+
+async def stalled_consumer(hop: tm.Context, ctx: tm.Context) -> None:
     size = 1 * MIB
-    await where.call(sh.reset)
+    await ctx.call(sh.reset)
     master_before = sh.rss_kib()
-    child_before = await where.call(sh.rss_kib)
+    hop_before = await hop.call(sh.rss_kib)
+    child_before = await ctx.call(sh.rss_kib)
+    bound = 4 * WINDOW_BYTES + 32 * MIB
     with trio.fail_after(WAIT):
-        async with where.open_stream(sh.chunks, 1024, size) as items:
+        async with ctx.open_stream(sh.chunks, 1024, size) as items:
             for expected in range(8):
                 chunk = await items.receive()
                 assert chunk == bytes([expected]) * size
             # Let the producer run as far as it can.
             last = -1
-            while (now := await where.call(sh.produced)) != last:
+            while (now := await ctx.call(sh.produced)) != last:
                 last = now
                 await trio.sleep(0.3)
             window_items = min(WINDOW_ITEMS, WINDOW_BYTES // size + 1)
             assert 8 <= last <= 8 + window_items + 1, last
             for _ in range(20):
-                assert await where.call(sh.echo, "still answering") == "still answering"
+                assert await ctx.call(sh.echo, "still answering") == "still answering"
             master_growth = (sh.rss_kib() - master_before) * 1024
-            child_growth = (await where.call(sh.rss_kib) - child_before) * 1024
-            assert master_growth < 4 * WINDOW_BYTES + 32 * MIB, master_growth
-            assert child_growth < 4 * WINDOW_BYTES + 32 * MIB, child_growth
+            hop_growth = (await hop.call(sh.rss_kib) - hop_before) * 1024
+            child_growth = (await ctx.call(sh.rss_kib) - child_before) * 1024
+            assert master_growth < bound, master_growth
+            assert hop_growth < bound, hop_growth
+            assert child_growth < bound, child_growth
             # Reading on resumes the stream.
             for expected in range(8, 40):
                 assert await items.receive() == bytes([expected % 256]) * size
     with trio.fail_after(WAIT):
-        while not any(e.startswith("chunks closed") for e in await where.call(sh.events)):
+        while not any(e.startswith("chunks closed") for e in await ctx.call(sh.events)):
             await trio.sleep(0.01)
 
 

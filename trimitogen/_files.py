@@ -2,7 +2,9 @@
 
 ``get_file`` reads the remote file as a stream (flow-controlled, see :mod:`._streams`) into a
 temporary file beside the local target; ``put_file`` sends the local file in batches of chunks,
-each batch a call, so at most :data:`PUT_BATCH` chunks are ever in flight.  Both rename over the
+each batch a call that writes at its own offset, with :data:`PUT_CALLS` calls in flight so that
+reading and sending the next batch overlaps the child's writing of the last one: at most
+``PUT_CALLS * PUT_BATCH`` chunks are ever in flight.  Both rename over the
 target only when the whole file arrived (see :mod:`trimitogen.core.files` for the remote side).
 """
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 #: Bytes per chunk, and chunks per call of a put (the most a put has in flight).
 CHUNK = remote.CHUNK
 PUT_BATCH = 4
+PUT_CALLS = 2
 
 #: ``progress(done_bytes, total_bytes)``, called after every chunk.
 Progress = Callable[[int, int], None]
@@ -75,19 +78,45 @@ async def put_file(
         total = st.st_size
         token = await ctx.call(remote.begin_write, remote_path)
         done = 0
+        # The first error of a read or a call, raised as itself once the others are cancelled
+        # (a nursery would wrap it in an exception group).
+        failure: list[Exception] = []
+        slots = trio.Semaphore(PUT_CALLS)
+
+        async def write(offset: int, batch: list[bytes], scope: trio.CancelScope) -> None:
+            nonlocal done
+            try:
+                done += await ctx.call(remote.write_chunks, token, offset, batch)
+            except Exception as exc:
+                failure.append(exc)
+                scope.cancel()
+                return
+            finally:
+                slots.release()
+            if progress is not None:
+                progress(done, total)
+
         try:
-            while True:
-                batch = []
-                for _ in range(PUT_BATCH):
-                    data = await trio.to_thread.run_sync(f.read, CHUNK)
-                    if not data:
-                        break
-                    batch.append(data)
-                if not batch:
-                    break
-                done += await ctx.call(remote.write_chunks, token, batch)
-                if progress is not None:
-                    progress(done, total)
+            async with trio.open_nursery() as nursery:
+                try:
+                    offset = 0
+                    while True:
+                        batch = []
+                        for _ in range(PUT_BATCH):
+                            data = await trio.to_thread.run_sync(f.read, CHUNK)
+                            if not data:
+                                break
+                            batch.append(data)
+                        if not batch:
+                            break
+                        await slots.acquire()
+                        nursery.start_soon(write, offset, batch, nursery.cancel_scope)
+                        offset += sum(len(data) for data in batch)
+                except Exception as exc:
+                    failure.append(exc)
+                    nursery.cancel_scope.cancel()
+            if failure:
+                raise failure[0]
             await ctx.call(
                 remote.commit_write,
                 token,

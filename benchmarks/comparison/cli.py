@@ -90,7 +90,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
-    parser.add_argument("--remote-json", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--remote-json",
+        metavar="FILE",
+        help="use the users and sshd described in FILE (the fields of model.Remote, as JSON) "
+        "instead of setting them up: a test session passes its own",
+    )
     args = parser.parse_args(argv)
     args.libraries = _csv(args.only)
     unknown = sorted(set(args.libraries) - set(LIBRARIES))
@@ -167,15 +172,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes: dict[str, Outcome] = {}
     floors: dict[str, Floor] = {}
     with (
-        remote_infrastructure(chosen) as (remote, reason),
+        remote_infrastructure(chosen, args.remote_json) as (remote, reason),
         tempfile.TemporaryDirectory(prefix="trimitogen-bench-") as tmp,
     ):
         runnable = [section.name for section in chosen if not section.needs]
-        remote_json = None
-        if remote is not None:
+        remote_json = args.remote_json
+        if remote is not None and remote_json is None:
             remote_json = os.path.join(tmp, "remote.json")
             with open(remote_json, "w", encoding="utf-8") as f:
                 json.dump(asdict(remote), f)
+        if remote is not None:
             pin(args.pin)  # the floors run like the workers do
             for section in chosen:
                 if section.needs:

@@ -7,6 +7,7 @@ users stay afterwards with locked passwords, everything else is removed at the e
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 
@@ -14,15 +15,22 @@ from .model import Remote, Section
 
 
 @contextlib.contextmanager
-def remote_infrastructure(sections: Sequence[Section]) -> Iterator[tuple[Remote | None, str]]:
+def remote_infrastructure(
+    sections: Sequence[Section], given: str | None = None
+) -> Iterator[tuple[Remote | None, str]]:
     """What ``sections`` need (``users``, ``sshd``), set up for the length of the run.
 
     Yields ``(remote, "")``, or ``(None, why)`` when nothing is needed or it cannot be set up;
-    removes everything it made on exit.
+    removes everything it made on exit.  ``given``: a JSON file describing users and an sshd
+    that already run (a test session's), used as they are.
     """
     needs = frozenset().union(*(section.needs for section in sections))
     if not needs:
         yield None, ""
+        return
+    if given is not None:
+        with open(given, encoding="utf-8") as f:
+            yield Remote(**json.load(f)), ""
         return
     if os.geteuid() != 0:
         yield None, "needs root (creates throwaway users and runs an sshd with trimitogen.testing)"

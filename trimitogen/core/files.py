@@ -65,14 +65,16 @@ def begin_write(path: str) -> str:
     return temp
 
 
-def write_chunks(token: str, chunks: List[bytes]) -> int:
-    """Append ``chunks``; the number of bytes written."""
+def write_chunks(token: str, offset: int, chunks: List[bytes]) -> int:
+    """Write ``chunks`` one after another from byte ``offset`` of the file; the number of
+    bytes written.  The offset makes the order of calls irrelevant: the master keeps more
+    than one of them in flight."""
     fd = _writing[token][0]
     total = 0
     for data in chunks:
         view = memoryview(data)
         while view:
-            n = os.write(fd, view)
+            n = os.pwrite(fd, view, offset + total)
             view = view[n:]
             total += n
     return total

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model import Section
-from . import bulk, cancellation, fork, imports, local, logins, streams
+from . import bulk, bytestream, cancellation, files, fork, imports, local, logins, streams
 
 SECTIONS: tuple[Section, ...] = (
     local.SECTION,
@@ -15,6 +15,8 @@ SECTIONS: tuple[Section, ...] = (
     cancellation.SECTION,
     streams.SECTION,
     bulk.SECTION,
+    bytestream.SECTION,
+    files.SECTION,
 )
 
 NAMES = tuple(section.name for section in SECTIONS)
