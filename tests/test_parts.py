@@ -453,3 +453,30 @@ def pickle_ok(value: Any) -> bytes:
     from trimitogen.core.messages import ReplyOk
 
     return bytes(ReplyOk.pack(True, value))
+
+
+def test_large_bodies_reuse_a_buffer_only_once_nobody_holds_the_message() -> None:
+    decoder = FrameDecoder()
+
+    def one(fill: bytes) -> Message:
+        """A frame read as the drivers read it: the header, then the body in place."""
+        frame = wire(split_frames(Message(0, 3, 1000, 0, fill * (200 * 1024))))
+        decoder.receive_data(frame[: HEADER.size])
+        view = decoder.body_view()
+        assert view is not None
+        view[:] = frame[HEADER.size :]
+        del view
+        decoder.body_filled(200 * 1024)
+        (msg,) = decoder.messages()
+        return msg
+
+    held = one(b"a")
+    second = one(b"b")
+    assert bytes(held.data) == b"a" * (200 * 1024)  # not overwritten while it is held
+    assert held.data.obj is not second.data.obj
+    buffer = id(second.data.obj)  # (a reference to it would keep it from being used again)
+    del second
+    third = one(b"c")
+    assert id(third.data.obj) == buffer  # used again once its message was dropped
+    assert bytes(third.data) == b"c" * (200 * 1024)
+    assert loads(dumps_body(bytes(third.data))) == b"c" * (200 * 1024)
