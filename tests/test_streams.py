@@ -161,6 +161,27 @@ async def test_a_child_sending_beyond_its_credit_is_refused(ctx: tm.Context) -> 
         assert await ctx.call(sh.echo, "alive") == "alive"  # the connection survives
 
 
+async def test_every_item_of_a_batch_counts_against_the_credit(ctx: tm.Context) -> None:
+    """A batch of a whole window is taken; one item more than the window is refused, whatever
+    frame it comes in."""
+    with trio.fail_after(WAIT):
+        assert await drain(ctx, sh.flood_batch, WINDOW_ITEMS) == list(range(WINDOW_ITEMS))
+        with pytest.raises(tm.StreamError, match="never given credit"):
+            await drain(ctx, sh.flood_batch, WINDOW_ITEMS + 1)
+        assert await ctx.call(sh.echo, "alive") == "alive"
+
+
+async def test_a_lone_item_goes_at_once() -> None:
+    """A generator yields one item, then waits 30 s: the item arrives at once, never held back
+    for a batch to fill or for the next item."""
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local()) as ctx:
+            for fn in (sh.one_then_wait, sh.trio_one_then_wait):
+                async with ctx.open_stream(fn, 30.0) as items:
+                    with trio.fail_after(5):
+                        assert await items.receive() == "first"
+
+
 async def test_statistics_show_no_stream_left(ctx: tm.Context) -> None:
     async with ctx.open_stream(sh.count, 10) as items:
         assert [i async for i in items] == list(range(10))
