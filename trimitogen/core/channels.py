@@ -48,6 +48,7 @@ class ChannelEnd:
         self._waiter: Optional[Any] = None
         self._master_closed = False  # the master closed the channel (CANCEL)
         self._master_eof = False  # the master will send nothing more (a byte stream's EOF)
+        self._eof_sent = False  # this end said it sends nothing more
         self._taken_items = 0
         self._taken_bytes = 0
         #: "trio" or "asyncio" when a coroutine function holds this end.
@@ -87,6 +88,8 @@ class ChannelEnd:
         if self._master_closed or not window.put_sync(value):
             if window.failure is not None:
                 raise ChannelError("an item sent earlier could not travel: %s" % window.failure)
+            if self._eof_sent and not (self._master_closed or window.closed):
+                raise ChannelError("this end sent its end of file: it sends nothing more")
             raise ChannelError("the master closed the channel")
 
     def receive(self) -> Any:
@@ -138,7 +141,8 @@ class ChannelEnd:
         return self._master_closed
 
     def send_eof(self) -> None:
-        """Tell the master this end sends nothing more; it may go on sending (a half-close)."""
+        """Tell the master this end sends nothing more; it may go on receiving (a half-close)."""
+        self._eof_sent = True
         self._window.put_body(StreamEnd.pack("eof"), final=False)
 
     # The awaitable API (the blocking calls, run in a worker thread of the loop) -----------------

@@ -3,9 +3,11 @@
 A producer (a generator's thread, an event loop, a channel's function) hands each item to its
 stream's :class:`Window` and goes on at once; the context's :class:`Sender` thread encodes what
 waits and writes it.  An item that finds the sender idle is written at once, alone; items handed
-over while a write is under way go together in the next frame
-(:class:`~.messages.StreamItems`).  Nothing waits for a batch to fill, and a producer that gets
-ahead costs one pickle, one frame and one write per batch instead of per item.
+over while the sender is busy (or waits for the interpreter lock the producer holds) go together
+in the next frame (:class:`~.messages.StreamItems`).  Nothing waits for a batch to fill, and a
+producer that gets ahead costs one pickle, one frame and one write per batch instead of per
+item.  A sync producer that finds the window full writes what waits itself before it waits for
+credit, rather than wait for the sender's thread to be scheduled.
 
 The window is the consumer's credit: items, and bytes of encoded bodies.  A producer may hand
 over an item while the credit, less what already waits, has room for one more (the size of what
@@ -51,11 +53,14 @@ def estimate(value: Any) -> int:
 
 class Window:
     """Credit left for one stream (or a channel's items to the master), and its items waiting
-    to be written.  Granted by the I/O thread, filled by the producer, drained by the sender."""
+    to be written.  Granted by the I/O thread, filled by the producer, drained by the sender.
+
+    One thread at a time writes a window's frames (``_writing``), so they leave in order.
+    """
 
     def __init__(self, sender: Sender, key: Key, items: int, nbytes: int) -> None:
         self.key = key
-        self.items = items  # credit left after what the sender took
+        self.items = items  # credit left after what was taken for writing
         self.nbytes = nbytes
         #: The consumer closed the stream (or the context ends): items are dropped.
         self.closed = False
@@ -63,29 +68,28 @@ class Window:
         self.ended = False
         #: Why an item handed over could not be sent (the stream then ended with it).
         self.failure: Optional[BaseException] = None
-        self._sender = sender
-        self._values: List[Any] = []  # handed over, not taken by the sender yet
-        self._sizes: List[int] = []  # their estimates
-        self._waiting_bytes = 0
-        self._bodies: List[Any] = []  # to write after them: a half-close, the end
-        self._scheduled = False  # queued with the sender, or being written by it
-        self._lock = _thread.allocate_lock()
-        self._waiter: Optional[Any] = None  # a held lock the sync producer waits on
-        #: For an async producer: called (on any thread) when one more item may be handed over.
-        self.on_change: Optional[Callable[[], None]] = None
         #: Items per batch at most (0: no limit); lowered while a batch that failed is retried
         #: in pieces.
         self.batch_limit = 0
+        #: For an async producer: called (on any thread) when one more item may be handed over.
+        self.on_change: Optional[Callable[[], None]] = None
+        self._sender = sender
+        self._values: List[Any] = []  # handed over, not taken for writing yet
+        self._sizes: List[int] = []  # their estimates
+        self._waiting_bytes = 0
+        self._bodies: List[Any] = []  # to write after them: a half-close, the end
+        self._sealed = False  # a body was queued: no item may follow it
+        self._scheduled = False  # in the sender's queue, or being written by the sender
+        self._writing = False  # some thread encodes or writes a frame of this window
+        self._lock = _thread.allocate_lock()
+        self._waiter: Optional[Any] = None  # a held lock the sync producer waits on
 
     # The I/O thread -----------------------------------------------------------------------------
     def grant(self, items: int, nbytes: int) -> None:
         with self._lock:
             self.items += items
             self.nbytes += nbytes
-            # Items the sender left for want of credit go now.
-            resume = bool(self._values) and not self._scheduled
-            if resume:
-                self._scheduled = True
+            resume = self._wants_sender()  # items left for want of credit go now
         if resume:
             self._sender.schedule(self)
         self._notify()
@@ -95,9 +99,7 @@ class Window:
         with self._lock:
             self.closed = True
             self._values, self._sizes, self._waiting_bytes = [], [], 0
-            resume = bool(self._bodies) and not self._scheduled
-            if resume:
-                self._scheduled = True
+            resume = self._wants_sender()
         if resume:
             self._sender.schedule(self)
         self._notify()
@@ -121,15 +123,21 @@ class Window:
         size = estimate(value)
         while True:
             with self._lock:
-                if self.closed or self.ended:
+                if self.closed or self._sealed:
                     return False
-                if self.ready():
+                if self.items > len(self._values) and self.nbytes > self._waiting_bytes:
                     if self._append(value, size):
                         break
                     return True
-                waiter = self._waiter = _thread.allocate_lock()
+                # Full.  What waits goes now, from this thread, if nobody is writing it yet.
+                work = None if self._writing else self._take()
+                if work is None:
+                    waiter = self._waiter = _thread.allocate_lock()
+                    waiter.acquire()
+            if work is not None:
+                self._sender.write(self, work)
+            else:
                 waiter.acquire()
-            waiter.acquire()
         self._sender.schedule(self)
         return True
 
@@ -137,7 +145,7 @@ class Window:
         """Hand over an item without waiting (once :meth:`ready`: an async producer)."""
         size = estimate(value)
         with self._lock:
-            if self.closed or self.ended or not self._append(value, size):
+            if self.closed or self._sealed or not self._append(value, size):
                 return
         self._sender.schedule(self)
 
@@ -147,51 +155,85 @@ class Window:
         self._sizes.append(size)
         self._waiting_bytes += size
         if self._scheduled:
-            return False  # the sender takes it with the next batch
+            return False  # it goes with the next batch
         self._scheduled = True
         return True
 
     def put_body(self, body: Any, final: bool) -> None:
         """Queue ``body`` after the items handed over so far: a half-close, or (``final``) the
-        stream's end or error.  Nothing follows a final body."""
+        stream's end or error.  No item follows it, nor anything a final body."""
         with self._lock:
             if self.ended:
                 return
             self.ended = final
+            self._sealed = True
             self._bodies.append(body)
             if self._scheduled:
                 return
             self._scheduled = True
         self._sender.schedule(self)
 
-    # The sender ---------------------------------------------------------------------------------
-    def take(self) -> Tuple[Optional[List[Any]], Any, int]:
-        """``(items, None, estimate)`` to encode and write next, all within the credit,
-        ``(None, body, 0)``, or ``(None, None, 0)``: nothing to write now (the window leaves the
-        sender's queue; a grant or a new item puts it back)."""
+    # Writing ------------------------------------------------------------------------------------
+    def take_for_sender(self) -> Optional[Tuple[Optional[List[Any]], Any, int]]:
+        """What the sender's thread writes next (see :meth:`_take`); None: nothing now, and the
+        window leaves its queue (a grant, a new item or the writer finishing puts it back)."""
         with self._lock:
-            if self._values:
-                if self.nbytes > 0:
-                    # The first item decides, as at the master: a batch may end past the credit
-                    # for bytes by its last item, never past the credit for items.
-                    limit = self.batch_limit or len(self._values)
-                    n = total = 0
-                    for size in self._sizes:
-                        if n >= limit or (n and total + size > BATCH_BYTES):
-                            break
-                        n += 1
-                        total += size
-                    values = self._values[:n]
-                    del self._values[:n]
-                    del self._sizes[:n]
-                    self._waiting_bytes -= total
-                    self.items -= n
-                    self.nbytes -= total  # corrected to the encoded size by ``sent``
-                    return values, None, total
-            elif self._bodies:
-                return None, self._bodies.pop(0), 0
-            self._scheduled = False
-            return None, None, 0
+            work = None if self._writing else self._take()
+            if work is None:
+                self._scheduled = False
+            return work
+
+    def _take(self) -> Optional[Tuple[Optional[List[Any]], Any, int]]:
+        """Under the lock: ``(items, None, estimate)``, all within the credit, or ``(None,
+        body, 0)``; the caller then writes it and calls :meth:`done`."""
+        if self._values:
+            if self.nbytes <= 0:
+                return None
+            # The first item decides, as at the master: a batch may end past the credit for
+            # bytes by its last item, never past the credit for items.
+            if self._waiting_bytes <= BATCH_BYTES and not self.batch_limit:
+                values, self._values, self._sizes = self._values, [], []
+                n, total = len(values), self._waiting_bytes
+            else:
+                values, n, total = self._take_some()
+            self._waiting_bytes -= total
+            self.items -= n
+            self.nbytes -= total  # corrected to the encoded size by ``sent``
+            self._writing = True
+            return values, None, total
+        if self._bodies:
+            self._writing = True
+            return None, self._bodies.pop(0), 0
+        return None
+
+    def _take_some(self) -> Tuple[List[Any], int, int]:
+        """Under the lock: the items of a batch that stops at the byte cap or the limit."""
+        limit = self.batch_limit or len(self._values)
+        n = total = 0
+        for size in self._sizes:
+            if n >= limit or (n and total + size > BATCH_BYTES):
+                break
+            n += 1
+            total += size
+        values = self._values[:n]
+        del self._values[:n]
+        del self._sizes[:n]
+        return values, n, total
+
+    def _wants_sender(self) -> bool:
+        """Under the lock: put the window in the sender's queue now?"""
+        if self._scheduled or self._writing or not (self._values or self._bodies):
+            return False
+        self._scheduled = True
+        return True
+
+    def done(self) -> None:
+        """The frame taken is written (or failed); what is left goes to the sender."""
+        with self._lock:
+            self._writing = False
+            resume = self._wants_sender()
+        if resume:
+            self._sender.schedule(self)
 
     def untake(self, values: List[Any], total: int) -> None:
         """Put a batch back in front (it is to go in smaller pieces)."""
@@ -219,7 +261,7 @@ class Window:
         more items."""
         with self._lock:
             self.failure = exc
-            self.closed = True
+            self.closed = self._sealed = True
             self._values, self._sizes, self._waiting_bytes = [], [], 0
             self._bodies = [] if self.ended else [body]
             self.ended = True
@@ -228,7 +270,7 @@ class Window:
     def lost(self) -> None:
         """The parent is gone: nothing more is written."""
         with self._lock:
-            self.closed = self.ended = True
+            self.closed = self.ended = self._sealed = True
             self._values, self._sizes, self._waiting_bytes = [], [], 0
             self._bodies = []
         self._notify()
@@ -238,7 +280,7 @@ class Sender:
     """The thread that writes the items of one context's streams (started on first use).
 
     Windows with something to write wait in a queue; each turn writes one frame of one window
-    and puts it back at the end if it has more, so streams share the connection fairly.
+    and puts it back at the end, so streams share the connection fairly.
     """
 
     def __init__(self, context: Any) -> None:
@@ -269,26 +311,33 @@ class Sender:
             if window is None:
                 self._wake.acquire()
                 continue
-            try:
-                again = self._write_one(window)
-            except ChannelError:
-                window.lost()
-                again = True
-            except Exception as exc:  # the thread must not die: the stream ends with the error
-                window.fail(exc, describe_exception(exc).encode())
-                again = True
-            if again:  # it stayed scheduled: nobody else puts it back in the queue
-                with self._lock:
+            work = window.take_for_sender()
+            if work is not None:
+                self.write(window, work)
+                with self._lock:  # it stayed scheduled: nobody else puts it back
                     self._queue.append(window)
 
-    def _write_one(self, window: Window) -> bool:
-        """Write the next frame of ``window``; False if it had nothing to write now."""
-        values, body, total = window.take()
-        if values is None:
-            if body is None:
-                return False
-            self._write(window.key, body)
-            return True
+    def write(self, window: Window, work: Tuple[Optional[List[Any]], Any, int]) -> None:
+        """Encode and write what :meth:`Window._take` gave, on whichever thread took it.  A
+        failure ends that stream, never the thread."""
+        values, body, total = work
+        try:
+            if values is not None:
+                body = self._encode(window, values, total)
+            if body is not None:
+                context = self.context
+                key = window.key
+                context.send(Message(key[0], context.context_id, key[1], 0, body))
+        except ChannelError:
+            window.lost()
+        except Exception as exc:
+            window.fail(exc, describe_exception(exc, self.context.calls.explain).encode())
+        finally:
+            window.done()
+
+    def _encode(self, window: Window, values: List[Any], total: int) -> Any:
+        """One body for ``values``, or None if it cannot be made (they are put back to go in
+        smaller batches, or the stream fails with the error of a single item)."""
         try:
             if len(values) == 1:
                 body = ReplyOk.pack(True, values[0])
@@ -306,13 +355,8 @@ class Sender:
                 # the items before a bad one still arrive, then its error.
                 window.untake(values, total)
                 window.batch_limit = max(1, len(values) // 2)
-                return True
+                return None
             window.fail(exc, describe_exception(exc, self.context.calls.explain).encode())
-            return True
+            return None
         window.sent(total, len(body))
-        self._write(window.key, body)
-        return True
-
-    def _write(self, key: Key, body: Any) -> None:
-        context = self.context
-        context.send(Message(key[0], context.context_id, key[1], 0, body))
+        return body
