@@ -193,3 +193,14 @@ def test_the_end_follows_the_items_and_a_close_drops_what_waits(closed_first: bo
     bodies = parent.bodies(2 if closed_first else 3)
     assert items_of(bodies) == ([0] if closed_first else [0, 1])
     assert type(bodies[-1]) is StreamEnd
+
+
+def test_no_item_follows_a_half_close() -> None:
+    parent = Parent()
+    window = Window(Sender(parent), KEY, 64, 1 << 20)
+    assert window.put_sync("before")
+    window.put_body(StreamEnd.pack("eof"), final=False)
+    assert not window.put_sync("after")
+    first, second = parent.bodies(2)
+    assert first.value == "before"
+    assert second.end == "eof"
