@@ -56,6 +56,12 @@ def fail_after(n: int) -> Iterator[int]:
     raise KeyError("after %d" % n)
 
 
+def not_plain_after(n: int) -> Iterator[Any]:
+    """``n`` items, then one that cannot travel, then the end."""
+    yield from range(n)
+    yield object()
+
+
 def returns_early() -> Iterator[int]:
     yield 1
     return

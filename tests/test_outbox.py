@@ -146,13 +146,19 @@ def test_a_batch_is_capped_in_bytes() -> None:
     assert len(items_of(parent.bodies(4))) == 9
 
 
-def test_an_item_that_cannot_travel_ends_the_stream_after_the_items_before_it() -> None:
+@pytest.mark.parametrize("end_queued", [False, True])
+def test_an_item_that_cannot_travel_ends_the_stream_after_the_items_before_it(
+    end_queued: bool,
+) -> None:
+    """... in place of the end, if the producer finished before the sender met the item."""
     parent = Parent(hold_first=True)
     window = Window(Sender(parent), KEY, 64, 1 << 20)
     window.put_sync(0)
     assert parent.writing.wait(WAIT)
     for value in (1, 2, object(), 4):
         window.put_sync(value)
+    if end_queued:
+        window.put_body(StreamEnd.pack("end"), final=True)
     parent.release.set()
     deadline = time.monotonic() + WAIT
     while window.failure is None:

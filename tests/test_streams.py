@@ -93,6 +93,16 @@ async def test_a_remote_exception_ends_the_iteration(where: tm.Context) -> None:
     assert "after 3" in info.value.message
 
 
+async def test_an_item_that_cannot_travel_ends_the_stream_after_the_others(
+    where: tm.Context,
+) -> None:
+    got: list[int] = []
+    with trio.fail_after(WAIT), pytest.raises(TypeError, match="cannot send an object") as info:
+        await drain(where, sh.not_plain_after, 100, into=got)
+    assert got == list(range(100))
+    assert isinstance(info.value, tm.CallError)
+
+
 async def test_a_generator_may_stop_on_its_own(ctx: tm.Context) -> None:
     async with ctx.open_stream(sh.returns_early) as items:
         assert [item async for item in items] == [1]

@@ -257,14 +257,14 @@ class Window:
             self._notify()
 
     def fail(self, exc: BaseException, body: Any) -> None:
-        """An item could not be sent: the stream ends with ``body`` (its error) and takes no
-        more items."""
+        """An item could not be sent: the stream ends with ``body`` (its error, in place of an
+        end queued already) and takes no more items.  A second failure (writing that error)
+        gives up."""
         with self._lock:
+            self._bodies = [body] if self.failure is None else []
             self.failure = exc
-            self.closed = self._sealed = True
+            self.closed = self._sealed = self.ended = True
             self._values, self._sizes, self._waiting_bytes = [], [], 0
-            self._bodies = [] if self.ended else [body]
-            self.ended = True
         self._notify()
 
     def lost(self) -> None:
