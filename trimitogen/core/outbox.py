@@ -6,8 +6,7 @@ waits and writes it.  An item that finds the sender idle is written at once, alo
 over while the sender is busy (or waits for the interpreter lock the producer holds) go together
 in the next frame (:class:`~.messages.StreamItems`).  Nothing waits for a batch to fill, and a
 producer that gets ahead costs one pickle, one frame and one write per batch instead of per
-item.  A sync producer that finds the window full writes what waits itself before it waits for
-credit, rather than wait for the sender's thread to be scheduled.
+item, and goes on producing while the sender writes.
 
 The window is the consumer's credit: items, and bytes of encoded bodies.  A producer may hand
 over an item while the credit, less what already waits, has room for one more (the size of what
@@ -53,14 +52,11 @@ def estimate(value: Any) -> int:
 
 class Window:
     """Credit left for one stream (or a channel's items to the master), and its items waiting
-    to be written.  Granted by the I/O thread, filled by the producer, drained by the sender.
-
-    One thread at a time writes a window's frames (``_writing``), so they leave in order.
-    """
+    to be written.  Granted by the I/O thread, filled by the producer, drained by the sender."""
 
     def __init__(self, sender: Sender, key: Key, items: int, nbytes: int) -> None:
         self.key = key
-        self.items = items  # credit left after what was taken for writing
+        self.items = items  # credit left after what the sender took
         self.nbytes = nbytes
         #: The consumer closed the stream (or the context ends): items are dropped.
         self.closed = False
@@ -74,13 +70,12 @@ class Window:
         #: For an async producer: called (on any thread) when one more item may be handed over.
         self.on_change: Optional[Callable[[], None]] = None
         self._sender = sender
-        self._values: List[Any] = []  # handed over, not taken for writing yet
+        self._values: List[Any] = []  # handed over, not taken by the sender yet
         self._sizes: List[int] = []  # their estimates
         self._waiting_bytes = 0
         self._bodies: List[Any] = []  # to write after them: a half-close, the end
         self._sealed = False  # a body was queued: no item may follow it
-        self._scheduled = False  # in the sender's queue, or being written by the sender
-        self._writing = False  # some thread encodes or writes a frame of this window
+        self._scheduled = False  # in the sender's queue, or being written by it
         self._lock = _thread.allocate_lock()
         self._waiter: Optional[Any] = None  # a held lock the sync producer waits on
 
@@ -129,15 +124,9 @@ class Window:
                     if self._append(value, size):
                         break
                     return True
-                # Full.  What waits goes now, from this thread, if nobody is writing it yet.
-                work = None if self._writing else self._take()
-                if work is None:
-                    waiter = self._waiter = _thread.allocate_lock()
-                    waiter.acquire()
-            if work is not None:
-                self._sender.write(self, work)
-            else:
+                waiter = self._waiter = _thread.allocate_lock()
                 waiter.acquire()
+            waiter.acquire()
         self._sender.schedule(self)
         return True
 
@@ -155,7 +144,7 @@ class Window:
         self._sizes.append(size)
         self._waiting_bytes += size
         if self._scheduled:
-            return False  # it goes with the next batch
+            return False  # the sender takes it with the next batch
         self._scheduled = True
         return True
 
@@ -173,38 +162,29 @@ class Window:
             self._scheduled = True
         self._sender.schedule(self)
 
-    # Writing ------------------------------------------------------------------------------------
-    def take_for_sender(self) -> Optional[Tuple[Optional[List[Any]], Any, int]]:
-        """What the sender's thread writes next (see :meth:`_take`); None: nothing now, and the
-        window leaves its queue (a grant, a new item or the writer finishing puts it back)."""
+    # The sender ---------------------------------------------------------------------------------
+    def take(self) -> Optional[Tuple[Optional[List[Any]], Any, int]]:
+        """``(items, None, estimate)`` to encode and write next, all within the credit, or
+        ``(None, body, 0)``; None: nothing to write now (the window leaves the sender's queue;
+        a grant or a new item puts it back)."""
         with self._lock:
-            work = None if self._writing else self._take()
-            if work is None:
-                self._scheduled = False
-            return work
-
-    def _take(self) -> Optional[Tuple[Optional[List[Any]], Any, int]]:
-        """Under the lock: ``(items, None, estimate)``, all within the credit, or ``(None,
-        body, 0)``; the caller then writes it and calls :meth:`done`."""
-        if self._values:
-            if self.nbytes <= 0:
-                return None
-            # The first item decides, as at the master: a batch may end past the credit for
-            # bytes by its last item, never past the credit for items.
-            if self._waiting_bytes <= BATCH_BYTES and not self.batch_limit:
-                values, self._values, self._sizes = self._values, [], []
-                n, total = len(values), self._waiting_bytes
-            else:
-                values, n, total = self._take_some()
-            self._waiting_bytes -= total
-            self.items -= n
-            self.nbytes -= total  # corrected to the encoded size by ``sent``
-            self._writing = True
-            return values, None, total
-        if self._bodies:
-            self._writing = True
-            return None, self._bodies.pop(0), 0
-        return None
+            if self._values:
+                if self.nbytes > 0:
+                    # The first item decides, as at the master: a batch may end past the credit
+                    # for bytes by its last item, never past the credit for items.
+                    if self._waiting_bytes <= BATCH_BYTES and not self.batch_limit:
+                        values, self._values, self._sizes = self._values, [], []
+                        n, total = len(values), self._waiting_bytes
+                    else:
+                        values, n, total = self._take_some()
+                    self._waiting_bytes -= total
+                    self.items -= n
+                    self.nbytes -= total  # corrected to the encoded size by ``sent``
+                    return values, None, total
+            elif self._bodies:
+                return None, self._bodies.pop(0), 0
+            self._scheduled = False
+            return None
 
     def _take_some(self) -> Tuple[List[Any], int, int]:
         """Under the lock: the items of a batch that stops at the byte cap or the limit."""
@@ -222,18 +202,10 @@ class Window:
 
     def _wants_sender(self) -> bool:
         """Under the lock: put the window in the sender's queue now?"""
-        if self._scheduled or self._writing or not (self._values or self._bodies):
+        if self._scheduled or not (self._values or self._bodies):
             return False
         self._scheduled = True
         return True
-
-    def done(self) -> None:
-        """The frame taken is written (or failed); what is left goes to the sender."""
-        with self._lock:
-            self._writing = False
-            resume = self._wants_sender()
-        if resume:
-            self._sender.schedule(self)
 
     def untake(self, values: List[Any], total: int) -> None:
         """Put a batch back in front (it is to go in smaller pieces)."""
@@ -311,15 +283,15 @@ class Sender:
             if window is None:
                 self._wake.acquire()
                 continue
-            work = window.take_for_sender()
+            work = window.take()
             if work is not None:
-                self.write(window, work)
+                self._write(window, work)
                 with self._lock:  # it stayed scheduled: nobody else puts it back
                     self._queue.append(window)
 
-    def write(self, window: Window, work: Tuple[Optional[List[Any]], Any, int]) -> None:
-        """Encode and write what :meth:`Window._take` gave, on whichever thread took it.  A
-        failure ends that stream, never the thread."""
+    def _write(self, window: Window, work: Tuple[Optional[List[Any]], Any, int]) -> None:
+        """Encode and write what :meth:`Window.take` gave.  A failure ends that stream, never
+        the thread."""
         values, body, total = work
         try:
             if values is not None:
@@ -332,8 +304,6 @@ class Sender:
             window.lost()
         except Exception as exc:
             window.fail(exc, describe_exception(exc, self.context.calls.explain).encode())
-        finally:
-            window.done()
 
     def _encode(self, window: Window, values: List[Any], total: int) -> Any:
         """One body for ``values``, or None if it cannot be made (they are put back to go in
