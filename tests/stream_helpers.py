@@ -56,6 +56,12 @@ def fail_after(n: int) -> Iterator[int]:
     raise KeyError("after %d" % n)
 
 
+def not_plain_after(n: int) -> Iterator[Any]:
+    """``n`` items, then one that cannot travel, then the end."""
+    yield from range(n)
+    yield object()
+
+
 def returns_early() -> Iterator[int]:
     yield 1
     return
@@ -110,6 +116,34 @@ def flood_without_credit(extra: int) -> Iterator[int]:
             Message(key[0], streams.context.context_id, key[1], 0, ReplyOk.pack(True, i))
         )
     yield 1
+
+
+def flood_batch(n: int) -> Iterator[int]:
+    """A producer that sends one batch of ``n`` items straight onto the wire (however many its
+    window holds), then ends without yielding."""
+    from trimitogen.core.messages import StreamItems
+    from trimitogen.core.protocol import Message
+    from trimitogen.core.streams import Streams
+
+    (streams,) = [obj for obj in gc.get_objects() if type(obj) is Streams]
+    (key,) = list(streams.by_key)
+    body = StreamItems.pack("items", list(range(n)))
+    streams.context.send(Message(key[0], streams.context.context_id, key[1], 0, body))
+    return
+    yield 0  # a generator function
+
+
+def one_then_wait(seconds: float) -> Iterator[str]:
+    """One item, then a long wait before the next."""
+    yield "first"
+    time.sleep(seconds)
+    yield "second"
+
+
+async def trio_one_then_wait(seconds: float) -> AsyncIterator[str]:
+    yield "first"
+    await trio.sleep(seconds)
+    yield "second"
 
 
 def rss_kib() -> int:

@@ -43,8 +43,10 @@ from trimitogen.core.messages import (
     SpawnFailed,
     SpawnOk,
     StreamEnd,
+    StreamItems,
     decode_reply,
     decode_spawn_answer,
+    decode_stream,
 )
 from trimitogen.core.protocol import FrameDecoder, Message, dumps, frame
 
@@ -92,6 +94,7 @@ VALID: dict[type[Schema], list[tuple[Any, ...]]] = {
     OpenChannel: [("pkg.mod", "serve", (1,), {"k": 2}, 64, 1 << 20)],
     Credit: [(1000, 32, 65536)],
     StreamEnd: [("end",)],
+    StreamItems: [("items", [1]), ("items", [None, b"x" * 70000, {"k": (1, 2)}])],
     GetResource: [("certifi", "cacert.pem"), ("pkg.sub", "")],
     LoadResource: [
         ("certifi", "cacert.pem", "file", b"x\x9c\x03\x00\x00\x00\x00\x01", (), ""),
@@ -111,6 +114,7 @@ DECODERS: list[tuple[str, Callable[[Any], Any], tuple[type[Schema], ...]]] = [
 ] + [
     ("decode_reply", decode_reply, (ReplyOk, ReplyError)),
     ("decode_spawn_answer", decode_spawn_answer, (SpawnOk, SpawnFailed)),
+    ("decode_stream", decode_stream, (ReplyOk, ReplyError, StreamEnd, StreamItems)),
 ]
 
 #: One value of each plain type, to find values a field check refuses.
@@ -197,7 +201,7 @@ def test_handles_table_matches_the_protocol_numbers() -> None:
         assert number == cls.HANDLE
         assert "→" in direction
     assert len({number for number, _, _ in HANDLES.values()}) == len(HANDLES)
-    answers = {ReplyOk, ReplyError, SpawnOk, SpawnFailed, StreamEnd}
+    answers = {ReplyOk, ReplyError, SpawnOk, SpawnFailed, StreamEnd, StreamItems}
     on_handles: set[type[Any]] = {cls for _, _, cls in HANDLES.values()}
     assert on_handles == (set(BODY_CLASSES) - answers) | {Shutdown}
 
@@ -206,6 +210,20 @@ def test_replies_travel_on_allocated_handles() -> None:
     for cls in (ReplyOk, ReplyError, SpawnOk, SpawnFailed):
         assert cls.HANDLE == 0
         assert cls.describe() == "%s (a reply)" % cls.__name__
+
+
+def test_a_stream_handle_carries_an_item_a_batch_or_the_end() -> None:
+    item = decode_stream(dumps((True, ("items", [1]))))
+    assert type(item) is ReplyOk
+    assert item.value == ("items", [1])
+    batch = decode_stream(dumps(("items", [1, "two"])))
+    assert type(batch) is StreamItems
+    assert batch.values == [1, "two"]
+    assert type(decode_stream(dumps(("end",)))) is StreamEnd
+    with pytest.raises(StreamError, match="field 'values' must be a list of at least one item"):
+        decode_stream(dumps(("items", [])))
+    with pytest.raises(StreamError, match="field 'values'"):
+        decode_stream(dumps(("items", (1, 2))))
 
 
 def test_shutdown_has_no_body() -> None:

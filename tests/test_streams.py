@@ -94,6 +94,16 @@ async def test_a_remote_exception_ends_the_iteration(where: tm.Context) -> None:
     assert "after 3" in info.value.message
 
 
+async def test_an_item_that_cannot_travel_ends_the_stream_after_the_others(
+    where: tm.Context,
+) -> None:
+    got: list[int] = []
+    with trio.fail_after(WAIT), pytest.raises(TypeError, match="cannot send an object") as info:
+        await drain(where, sh.not_plain_after, 100, into=got)
+    assert got == list(range(100))
+    assert isinstance(info.value, tm.CallError)
+
+
 async def test_a_generator_may_stop_on_its_own(ctx: tm.Context) -> None:
     async with ctx.open_stream(sh.returns_early) as items:
         assert [item async for item in items] == [1]
@@ -178,6 +188,27 @@ async def test_a_child_sending_beyond_its_credit_is_refused(ctx: tm.Context) -> 
             with pytest.raises(tm.StreamError, match="never given credit"):
                 await drain_channel(items)
         assert await ctx.call(sh.echo, "alive") == "alive"  # the connection survives
+
+
+async def test_every_item_of_a_batch_counts_against_the_credit(ctx: tm.Context) -> None:
+    """A batch of a whole window is taken; one item more than the window is refused, whatever
+    frame it comes in."""
+    with trio.fail_after(WAIT):
+        assert await drain(ctx, sh.flood_batch, WINDOW_ITEMS) == list(range(WINDOW_ITEMS))
+        with pytest.raises(tm.StreamError, match="never given credit"):
+            await drain(ctx, sh.flood_batch, WINDOW_ITEMS + 1)
+        assert await ctx.call(sh.echo, "alive") == "alive"
+
+
+async def test_a_lone_item_goes_at_once() -> None:
+    """A generator yields one item, then waits 30 s: the item arrives at once, never held back
+    for a batch to fill or for the next item."""
+    with trio.fail_after(WAIT):
+        async with tm.open_context(tm.local()) as ctx:
+            for fn in (sh.one_then_wait, sh.trio_one_then_wait):
+                async with ctx.open_stream(fn, 30.0) as items:
+                    with trio.fail_after(5):
+                        assert await items.receive() == "first"
 
 
 async def test_statistics_show_no_stream_left(ctx: tm.Context) -> None:

@@ -46,6 +46,7 @@ LAZY_MODULES = (
     "trimitogen.core.files",
     "trimitogen.core.channels",
     "trimitogen.core.resources",
+    "trimitogen.core.outbox",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.6+ compiles them) or

@@ -10,12 +10,13 @@ with :class:`~trimitogen.StreamError` (the connection itself carries on).
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
 from .core.errors import ChannelError, StreamError, remote_error
-from .core.messages import Cancel, Credit, ReplyOk, StreamEnd, decode_stream
+from .core.messages import Cancel, Credit, ReplyOk, StreamEnd, StreamItems, decode_stream
 from .core.protocol import HANDLE_CANCEL, HANDLE_CREDIT, MASTER_ID, Message
 
 if TYPE_CHECKING:
@@ -23,9 +24,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: Bodies that carry items: one, or a batch.
+_ITEMS = (ReplyOk, StreamItems)
+
 #: The consumer's window: items, and bytes of encoded items, that may be in flight at once.
 WINDOW_ITEMS = 64
 WINDOW_BYTES = 4 * 1024 * 1024
+
+#: ``receive`` is a checkpoint every time.  ``async for`` is a cancellation point at every
+#: item, but while items are buffered it lets other tasks run only at every this many (and
+#: whenever it waits): a Trio schedule point costs more than taking a buffered item, and a fast
+#: stream would spend most of its time in them.
+SCHEDULE_EVERY = 16
 
 
 class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
@@ -56,6 +66,7 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
         self._granted_bytes = WINDOW_BYTES
         self._taken_items = 0
         self._taken_bytes = 0
+        self._unscheduled = 0  # items taken since receive() last let other tasks run
 
     def __repr__(self) -> str:
         return "<RemoteStream %s in context %r>" % (self._what, self._name)
@@ -68,7 +79,7 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
         if self._closed:  # closed here: drop what was on its way, until the far side ends
             if msg.is_dead or len(msg.data) < 64:
                 try:
-                    if msg.is_dead or type(decode_stream(msg.data)) is not ReplyOk:
+                    if msg.is_dead or type(decode_stream(msg.data)) not in _ITEMS:
                         self._end(None)
                 except StreamError:
                     self._end(None)
@@ -83,8 +94,11 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
         except (ChannelError, StreamError) as exc:
             self._end(exc)
             return
-        if type(body) is ReplyOk:
-            if self._granted_items <= 0 or self._granted_bytes <= 0:
+        kind = type(body)
+        if kind in _ITEMS:
+            # Every item of a batch counts, and the batch may begin only within the credit.
+            count = 1 if kind is ReplyOk else len(body.values)
+            if self._granted_items < count or self._granted_bytes <= 0:
                 self._end(
                     StreamError(
                         "context %r sent an item of %s it was never given credit for: the "
@@ -93,12 +107,19 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
                 )
                 self._cancel_remote()
                 return
-            self._granted_items -= 1
+            self._granted_items -= count
             self._granted_bytes -= size
-            self._items.append((body.value, size))
-        elif type(body) is StreamEnd and body.end == "eof":
+            if kind is ReplyOk:
+                self._items.append((body.value, size))
+            else:
+                # The batch's bytes are shared out, so taking its items grants exactly them.
+                share, extra = divmod(size, count)
+                values = body.values
+                self._items.append((values[0], share + extra))
+                self._items.extend(zip(itertools.islice(values, 1, None), itertools.repeat(share)))
+        elif kind is StreamEnd and body.end == "eof":
             self._far_eof = True  # a half-close: the far side may still receive
-        elif type(body) is StreamEnd:
+        elif kind is StreamEnd:
             self._end(None)
         else:
             self._end(remote_error(body.type_name, body.message, body.traceback))
@@ -118,12 +139,30 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
     # The channel ------------------------------------------------------------------------------
     async def receive(self) -> T:
         await trio.lowlevel.checkpoint_if_cancelled()
+        return await self._receive_waiting()
+
+    async def __anext__(self) -> T:
+        # ``async for`` takes a buffered item without a schedule point (see SCHEDULE_EVERY).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._items and not self._closed:
+            value = self._take()
+            if self._unscheduled >= SCHEDULE_EVERY:
+                self._unscheduled = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return value  # type: ignore[no-any-return]
+        try:
+            return await self._receive_waiting()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def _receive_waiting(self) -> T:
+        """An item or the end, waiting for it if need be; a schedule point either way."""
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the %s was closed" % self.KIND)
             if self._items:
-                value, size = self._items.popleft()
-                self._took(size)
+                value = self._take()
+                self._unscheduled = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return value  # type: ignore[no-any-return]
             if self._ended or self._far_eof:
@@ -133,14 +172,20 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
                 raise trio.EndOfChannel
             await self._lot.park()
 
-    def _took(self, size: int) -> None:
+    def _take(self) -> Any:
+        """The next buffered item; grants credit for what was taken, half a window at a time
+        (one CREDIT per many items, never a stall)."""
+        value, size = self._items.popleft()
+        self._unscheduled += 1
         self._taken_items += 1
         self._taken_bytes += size
-        # Grant in batches of half a window: one CREDIT per many items, never a stall.
-        if self._ended or (
-            self._taken_items < WINDOW_ITEMS // 2 and self._taken_bytes < WINDOW_BYTES // 2
-        ):
-            return
+        if (
+            self._taken_items >= WINDOW_ITEMS // 2 or self._taken_bytes >= WINDOW_BYTES // 2
+        ) and not self._ended:
+            self._grant()
+        return value
+
+    def _grant(self) -> None:
         items, nbytes = self._taken_items, self._taken_bytes
         self._taken_items = self._taken_bytes = 0
         self._granted_items += items

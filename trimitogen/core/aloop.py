@@ -208,17 +208,15 @@ def run_channel(streams: Any, fn: Any, key: Key, coro: Any, end: Any) -> None:
     loop.submit(key, coro, done, False)
 
 
-async def _feed(
-    streams: Any, key: Key, window: Any, agen: Any, wait_for_change: Callable[[], Any]
-) -> None:
-    """Send the items of async generator ``agen`` as the stream's window allows;
+async def _feed(window: Any, agen: Any, wait_for_change: Callable[[], Any]) -> None:
+    """Hand the items of async generator ``agen`` to the stream's window as it allows;
     ``wait_for_change()`` returns after a grant or a close."""
     async for value in agen:
         while not window.ready():
             await wait_for_change()
         if window.closed:
             break
-        streams._item(key, window, value)
+        window.put(value)
 
 
 def _cancelled() -> Cancelled:
@@ -323,7 +321,7 @@ class TrioLoop:
                     await event[0].wait()
 
             try:
-                await _feed(streams, key, window, agen, wait_for_change)
+                await _feed(window, agen, wait_for_change)
             except trio.Cancelled:
                 raise
             except BaseException as exc:
@@ -442,7 +440,7 @@ class AsyncioLoop:
                 await event.wait()
 
         try:
-            await _feed(streams, key, window, agen, wait_for_change)
+            await _feed(window, agen, wait_for_change)
         except asyncio.CancelledError:
             pass
         except BaseException as exc:

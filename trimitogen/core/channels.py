@@ -1,9 +1,10 @@
-"""Two-way channels in a child, and the credit window streams and channels share.
+"""Two-way channels in a child.
 
 A channel is ``fn(channel, *args)`` talking with the master both ways.
 
 An OPEN_CHANNEL is an OPEN_STREAM whose function gets the child's end of the channel as its first
-argument.  Items to the master travel like a stream's, within the window the master granted;
+argument.  Items to the master travel like a stream's, within the window the master granted (see
+:mod:`.outbox`);
 items from the master wait in a bounded inbox, and the child grants the master credit as the
 function takes them (the first grant goes up at once).  The function returning closes the
 channel (the master's ``receive`` raises :class:`trio.EndOfChannel`); raising sends the error.
@@ -20,63 +21,13 @@ from .protocol import HANDLE_CREDIT, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Deque, Optional, Tuple
+    from typing import Any, Deque, Optional, Tuple
 
     Key = Tuple[int, int]
 
 #: The master may have this many items, and about this many bytes, on their way to the child.
 INBOX_ITEMS = 64
 INBOX_BYTES = 4 * 1024 * 1024
-
-
-class Window:
-    """Credit left for one stream; granted by the I/O thread, taken by the producer."""
-
-    def __init__(self, items: int, nbytes: int) -> None:
-        self.items = items
-        self.nbytes = nbytes
-        self.closed = False
-        self._cond_lock = _thread.allocate_lock()
-        self._waiter: Optional[Any] = None  # a held lock the sync producer waits on
-        #: For an async producer: called (on the I/O thread) after a grant or a close.
-        self.on_change: Optional[Callable[[], None]] = None
-
-    def grant(self, items: int, nbytes: int) -> None:
-        with self._cond_lock:
-            self.items += items
-            self.nbytes += nbytes
-        self._notify()
-
-    def close(self) -> None:
-        self.closed = True
-        self._notify()
-
-    def _notify(self) -> None:
-        with self._cond_lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.release()
-        if self.on_change is not None:
-            self.on_change()
-
-    def ready(self) -> bool:
-        """May one more item go (or is the stream closed)?"""
-        return self.closed or (self.items > 0 and self.nbytes > 0)
-
-    def take(self, nbytes: int) -> None:
-        with self._cond_lock:
-            self.items -= 1
-            self.nbytes -= nbytes  # may go below zero by one item: the next waits for credit
-
-    def wait_sync(self) -> None:
-        """Block until an item may go or the stream is closed."""
-        while True:
-            with self._cond_lock:
-                if self.closed or (self.items > 0 and self.nbytes > 0):
-                    return
-                waiter = self._waiter = _thread.allocate_lock()
-                waiter.acquire()
-            waiter.acquire()
 
 
 class ChannelEnd:
@@ -97,6 +48,7 @@ class ChannelEnd:
         self._waiter: Optional[Any] = None
         self._master_closed = False  # the master closed the channel (CANCEL)
         self._master_eof = False  # the master will send nothing more (a byte stream's EOF)
+        self._eof_sent = False  # this end said it sends nothing more
         self._taken_items = 0
         self._taken_bytes = 0
         #: "trio" or "asyncio" when a coroutine function holds this end.
@@ -128,11 +80,17 @@ class ChannelEnd:
 
     # The blocking API ---------------------------------------------------------------------------
     def send(self, value: Any) -> None:
-        """Send ``value`` to the master, waiting while its window is full."""
-        self._window.wait_sync()
-        if self._window.closed or self._master_closed:
+        """Send ``value`` to the master, waiting while its window is full.  The value is
+        encoded and written shortly after (with others sent meanwhile): one that cannot travel
+        ends the channel with its error, and the next ``send`` raises
+        :class:`~trimitogen.ChannelError` saying so."""
+        window = self._window
+        if self._master_closed or not window.put_sync(value):
+            if window.failure is not None:
+                raise ChannelError("an item sent earlier could not travel: %s" % window.failure)
+            if self._eof_sent and not (self._master_closed or window.closed):
+                raise ChannelError("this end sent its end of file: it sends nothing more")
             raise ChannelError("the master closed the channel")
-        self._streams._item(self._key, self._window, value)
 
     def receive(self) -> Any:
         """The next item from the master; :class:`EOFError` once it closed the channel."""
@@ -183,8 +141,9 @@ class ChannelEnd:
         return self._master_closed
 
     def send_eof(self) -> None:
-        """Tell the master this end sends nothing more; it may go on sending (a half-close)."""
-        self._streams._send(self._key, StreamEnd.pack("eof"))
+        """Tell the master this end sends nothing more; it may go on receiving (a half-close)."""
+        self._eof_sent = True
+        self._window.put_body(StreamEnd.pack("eof"), final=False)
 
     # The awaitable API (the blocking calls, run in a worker thread of the loop) -----------------
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
@@ -223,8 +182,7 @@ def open_channel(streams: Any, msg: Message) -> None:
     """From the I/O thread: start ``fn(end, *args)`` for an OPEN_CHANNEL."""
     request = OpenStream.decode(msg.data, may_import=True)
     key = (msg.src, msg.reply_to)
-    window = streams.by_key[key] = Window(request.items, request.nbytes)
-    end = streams.channels[key] = ChannelEnd(streams, key, window)
+    end = streams.channels[key] = ChannelEnd(streams, key, streams.new_window(key, request))
     end.grant(INBOX_ITEMS, INBOX_BYTES)
     _thread.start_new_thread(_run, (streams, key, request, end))
 

@@ -572,6 +572,8 @@ class ExternalContext:
         if msg.dst == self.context_id and msg.handle == HANDLE_CALL:
             if not self._stopping:
                 self._queue.append(msg)
+        elif msg.dst == self.context_id and msg.handle == HANDLE_CREDIT:
+            self._dispatch(msg)  # a grant is thread-safe: no hop through the I/O thread
         else:
             if msg.dst == self.context_id and msg.handle == HANDLE_SHUTDOWN:
                 self._stopping = True

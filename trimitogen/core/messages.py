@@ -478,12 +478,39 @@ class StreamEnd(Schema):
     FIELDS = (("end", _is(str)),)
 
 
+def _items_kind(value: Any) -> bool:
+    return value == "items" and type(value) is str
+
+
+_items_kind.__name__ = "'items'"
+
+
+def _items(value: Any) -> bool:
+    return type(value) is list and len(value) > 0
+
+
+_items.__name__ = "a list of at least one item"
+
+
+class StreamItems(Schema):
+    """Context to master, on a stream's handle: several items in one frame, sent when the
+    producer got ahead of the writes.  Each item counts against the window as one item; the
+    body's size counts against its bytes."""
+
+    __slots__ = ("kind", "values")
+    kind: str
+    values: List[Any]
+    FIELDS = (("kind", _items_kind), ("values", _items))
+
+
 def decode_stream(data: Any) -> Any:
-    """What arrives on a stream's handle: :class:`ReplyOk` (an item), :class:`ReplyError` or
-    :class:`StreamEnd`."""
+    """What arrives on a stream's handle: :class:`ReplyOk` (an item), :class:`StreamItems`
+    (several), :class:`ReplyError` or :class:`StreamEnd`."""
     value = loads(data)
     if type(value) is tuple and len(value) == 1:
         return StreamEnd.from_value(value)
+    if type(value) is tuple and len(value) == 2 and value[0] == "items":
+        return StreamItems.from_value(value)
     return _reply_from_value(value)
 
 

@@ -2,8 +2,10 @@
 
 An OPEN_STREAM names a generator function (or an async generator function) and the consumer's
 window: how many items, and about how many bytes, may be on their way at once.  The producer
-sends items while it has credit, then waits -- blocking its own thread for a sync generator,
-awaiting in the event loop for an async one -- until a CREDIT says the consumer took some.  So
+hands items to the context's sender thread (see :mod:`.outbox`, which writes several in one frame
+when the producer gets ahead) while it has credit, then waits -- blocking its own thread for a
+sync generator, awaiting in the event loop for an async one -- until a CREDIT says the consumer
+took some.  So
 nothing between the generator and the consumer (this process, an intermediate, the master) holds
 more than one window of the stream, however slowly the consumer reads.
 
@@ -18,8 +20,9 @@ from __future__ import annotations
 import _thread
 
 from .calls import describe_exception
-from .channels import Window, open_channel
-from .messages import Cancel, Credit, OpenStream, ReplyOk, StreamEnd
+from .channels import open_channel
+from .messages import Cancel, Credit, OpenStream, StreamEnd
+from .outbox import Sender, Window
 from .protocol import HANDLE_CANCEL, HANDLE_OPEN_CHANNEL, HANDLE_OPEN_STREAM, Message
 
 TYPE_CHECKING = False
@@ -37,6 +40,12 @@ class Streams:
         self.by_key: Dict[Key, Window] = {}
         #: The child's ends of two-way channels (see core/channels.py), by the same keys.
         self.channels: Dict[Key, Any] = {}
+        #: Writes the items of every stream and channel here (see core/outbox.py).
+        self.sender = Sender(context)
+
+    def new_window(self, key: Key, request: Any) -> Window:
+        window = self.by_key[key] = Window(self.sender, key, request.items, request.nbytes)
+        return window
 
     def deliver(self, msg: Message) -> bool:
         """An item from the master for a channel; False if no channel has that handle."""
@@ -50,7 +59,7 @@ class Streams:
         """From the I/O thread: start the producer of an OPEN_STREAM."""
         request = OpenStream.decode(msg.data, may_import=True)
         key = (msg.src, msg.reply_to)
-        window = self.by_key[key] = Window(request.items, request.nbytes)
+        window = self.new_window(key, request)
         _thread.start_new_thread(self._produce, (key, request, window))
 
     def credit(self, key: Key, items: int, nbytes: int) -> None:
@@ -75,20 +84,6 @@ class Streams:
             window.close()
 
     # The producer ------------------------------------------------------------------------------
-    def _send(self, key: Key, body: Any) -> None:
-        self.context.send(Message(key[0], self.context.context_id, key[1], 0, body))
-
-    def _item(self, key: Key, window: Window, value: Any) -> None:
-        encoded = ReplyOk.pack(True, value)
-        limit = self.context.calls.max_message_size
-        if len(encoded) > limit:
-            raise ValueError(
-                "a stream item encodes to %d bytes, over the %d-byte message limit"
-                % (len(encoded), limit)
-            )
-        window.take(len(encoded))
-        self._send(key, encoded)
-
     def _produce(self, key: Key, request: Any, window: Window) -> None:
         desc = "%s.%s" % (request.module, request.qualname)
         generator: Any = None
@@ -108,10 +103,10 @@ class Streams:
                         "function" % (desc, type(generator).__name__)
                     )
                 for value in generator:
-                    window.wait_sync()  # a full window: the generator waits here
-                    if window.closed:
+                    # A full window makes the generator wait here; the sender writes the item,
+                    # with any others handed over meanwhile.
+                    if not window.put_sync(value):
                         break
-                    self._item(key, window, value)
             finally:
                 if generator is not None and hasattr(generator, "close"):
                     generator.close()  # GeneratorExit at its yield when left early
@@ -120,21 +115,18 @@ class Streams:
             self.finish(key, exc)
 
     def finish(self, key: Key, exc: Optional[BaseException]) -> None:
-        """The stream ended (``exc`` None), or failed: say so and forget it."""
+        """The stream ended (``exc`` None), or failed: say so, after its items, and forget it."""
         window = self.by_key.pop(key, None)
         end = self.channels.pop(key, None)
         if end is not None:
             end.master_closed()  # a receive still waiting in the function's threads ends
-        if window is None and end is None:
+        if window is None:
             return  # finished already (the function closed its end, then returned)
-        if exc is not None and not (window is not None and window.closed):
+        if exc is not None and not window.closed:
             body = describe_exception(exc, self.context.calls.explain).encode()
         else:
-            body = StreamEnd.pack("closed" if window is not None and window.closed else "end")
-        try:
-            self._send(key, body)
-        except Exception:
-            pass
+            body = StreamEnd.pack("closed" if window.closed else "end")
+        window.put_body(body, final=True)  # nothing, if a failed item ended the stream already
 
 
 def on_message(context: Any, msg: Message) -> None:
