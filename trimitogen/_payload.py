@@ -46,7 +46,7 @@ LAZY_MODULES = (
     "trimitogen.core.files",
     "trimitogen.core.channels",
     "trimitogen.core.resources",
-    "trimitogen.core.outbox",
+    "trimitogen.core.batching",
 )
 
 # The loader runs with either SOURCES/LAZY (module sources: any Python 3.6+ compiles them) or

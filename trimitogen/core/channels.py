@@ -4,7 +4,7 @@ A channel is ``fn(channel, *args)`` talking with the master both ways.
 
 An OPEN_CHANNEL is an OPEN_STREAM whose function gets the child's end of the channel as its first
 argument.  Items to the master travel like a stream's, within the window the master granted (see
-:mod:`.outbox`);
+:mod:`.batching`);
 items from the master wait in a bounded inbox, and the child grants the master credit as the
 function takes them (the first grant goes up at once).  The function returning closes the
 channel (the master's ``receive`` raises :class:`trio.EndOfChannel`); raising sends the error.

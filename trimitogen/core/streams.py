@@ -2,7 +2,7 @@
 
 An OPEN_STREAM names a generator function (or an async generator function) and the consumer's
 window: how many items, and about how many bytes, may be on their way at once.  The producer
-hands items to the context's sender thread (see :mod:`.outbox`, which writes several in one frame
+hands items to the context's sender thread (see :mod:`.batching`, which writes several in one frame
 when the producer gets ahead) while it has credit, then waits -- blocking its own thread for a
 sync generator, awaiting in the event loop for an async one -- until a CREDIT says the consumer
 took some.  So
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import _thread
 
+from .batching import Sender, Window
 from .calls import describe_exception
 from .channels import open_channel
 from .messages import Cancel, Credit, OpenStream, StreamEnd
-from .outbox import Sender, Window
 from .protocol import HANDLE_CANCEL, HANDLE_OPEN_CHANNEL, HANDLE_OPEN_STREAM, Message
 
 TYPE_CHECKING = False
@@ -40,7 +40,7 @@ class Streams:
         self.by_key: Dict[Key, Window] = {}
         #: The child's ends of two-way channels (see core/channels.py), by the same keys.
         self.channels: Dict[Key, Any] = {}
-        #: Writes the items of every stream and channel here (see core/outbox.py).
+        #: Writes the items of every stream and channel here (see core/batching.py).
         self.sender = Sender(context)
 
     def new_window(self, key: Key, request: Any) -> Window:

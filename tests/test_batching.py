@@ -1,4 +1,4 @@
-"""The child's outbox for streams: batching, credit and failures, with a recording parent.
+"""The child's stream sender (core/batching.py): batching, credit, failures, recorded.
 
 The sender thread is real; the parent is a list of the frames it was sent, whose first write can
 be held back to show what a write in flight does to the items handed over meanwhile.
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from trimitogen.core.batching import BATCH_BYTES, Sender, Window
 from trimitogen.core.errors import ChannelError
 from trimitogen.core.messages import ReplyOk, StreamEnd, StreamItems, decode_stream
-from trimitogen.core.outbox import BATCH_BYTES, Sender, Window
 from trimitogen.core.protocol import Message
 
 KEY = (0, 1000)
