@@ -105,6 +105,22 @@ def _fill(text: str) -> str:
     return textwrap.fill(text, 78)
 
 
+def _command(
+    commands: Any, name: str, summary: str, description: str, usage: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand taking target strings, with its help texts."""
+    command: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        usage=usage,
+        description=_fill(description),
+        epilog=TARGET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument("targets", nargs="*", metavar="TARGET", help="target strings")
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trimitogen",
@@ -114,35 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="trimitogen " + tm.__version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    check = commands.add_parser(
+    check = _command(
+        commands,
         "check",
-        help="connect to each target and report its Python and timings",
-        description=_fill(
-            "Connect to each target and print the remote Python's version and path, "
-            "the start-up time of each hop, the first call and the median round trip of %d no-op "
-            "calls.  Exit status 1 if any target failed." % ROUND_TRIPS
-        ),
-        epilog=TARGET_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "connect to each target and report its Python and timings",
+        "Connect to each target and print the remote Python's version and path, "
+        "the start-up time of each hop, the first call and the median round trip of %d no-op "
+        "calls.  Exit status 1 if any target failed." % ROUND_TRIPS,
     )
-    check.add_argument("targets", nargs="*", metavar="TARGET", help="target strings")
     _add_common(check)
-    run = commands.add_parser(
+    run = _command(
+        commands,
         "run",
-        help="run a function on every target",
+        "run a function on every target",
+        "Run module:function(ARG, ...) on every target and print what each returned.  "
+        "The function is imported on this machine (the current directory is on the path) "
+        "and sent to the targets with the modules it needs.  Each ARG is a Python literal "
+        "(1, 'text', [1, 2], {'k': None}; a word that is no literal, such as /tmp, is a "
+        "string), or NAME=LITERAL for a keyword argument.  Exit status 1 if any target failed.",
         usage="trimitogen run [options] [TARGET ...] -- module:function [ARG ...]",
-        description=_fill(
-            "Run module:function(ARG, ...) on every target and print what each returned.  "
-            "The function is imported on this machine (the current directory is on the path) "
-            "and sent to the targets with the modules it needs.  Each ARG is a Python literal "
-            "(1, 'text', [1, 2], {'k': None}; a word that is no literal, such as /tmp, is a "
-            "string), or "
-            "NAME=LITERAL for a keyword argument.  Exit status 1 if any target failed."
-        ),
-        epilog=TARGET_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("targets", nargs="*", metavar="TARGET", help="target strings")
     _add_common(run)
     for name, order, text in (
         ("put", "LOCAL REMOTE", "Copy the local file LOCAL to REMOTE on every target"),
@@ -153,21 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
             "targets, LOCAL is a directory: each target's copy goes in LOCAL/TARGET/)",
         ),
     ):
-        command = commands.add_parser(
+        command = _command(
+            commands,
             name,
-            help="copy a file or tree %s the targets" % ("to" if name == "put" else "from"),
+            "copy a file or tree %s the targets" % ("to" if name == "put" else "from"),
+            text + ", with a progress bar per target.  The copy is written beside "
+            "its destination and renamed into place, keeping the mode and modification "
+            "time: nothing partial is left if it fails.  -r copies a directory tree, "
+            "skipping files whose size and modification time already match.  Exit status "
+            "1 if any target failed.",
             usage="trimitogen %s [options] [TARGET ...] -- %s" % (name, order),
-            description=_fill(
-                text + ", with a progress bar per target.  The copy is written beside "
-                "its destination and renamed into place, keeping the mode and modification "
-                "time: nothing partial is left if it fails.  -r copies a directory tree, "
-                "skipping files whose size and modification time already match.  Exit status "
-                "1 if any target failed."
-            ),
-            epilog=TARGET_HELP,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        command.add_argument("targets", nargs="*", metavar="TARGET", help="target strings")
         command.add_argument("-r", "--recursive", action="store_true", help="copy a directory tree")
         command.add_argument(
             "--mode",

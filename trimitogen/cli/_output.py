@@ -88,14 +88,17 @@ class Reporter:
         elif self.mode == "lines":
             print("[%d/%d] %s" % (self.count, self.total, text), file=self.stderr, flush=True)
 
-    def finish(self, rows: list[dict[str, Any]], *, kind: str) -> None:
+    def finish(self, rows: list[dict[str, Any]], *, kind: str, table: Any = None) -> None:
+        """Print ``rows``: JSON lines, or the table of ``kind`` (or ``table(rows)``)."""
         if self._live is not None:
             self._live.stop()
         if self.as_json:
             for row in rows:
                 print(json.dumps(row, default=repr), file=self.stdout)
         else:
-            headers, cells = (check_table if kind == "check" else run_table)(rows)
+            if table is None:
+                table = check_table if kind == "check" else run_table
+            headers, cells = table(rows)
             self._table(headers, cells)
         failed = sum(1 for row in rows if not row["ok"])
         summary = "%d ok, %d failed" % (len(rows) - failed, failed)

@@ -8,7 +8,6 @@ otherwise; the summary is a table, or one JSON object per target.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections.abc import Callable
@@ -16,22 +15,14 @@ from typing import Any, TextIO
 
 import trimitogen as tm
 
-from ._output import describe_failure, first_line, seconds
+from ._output import Reporter, describe_failure, first_line, seconds
 
 
-class TransferReporter:
+class TransferReporter(Reporter):
     """Bytes moved per target, while they move; a table at the end."""
 
     def __init__(self, stdout: TextIO, stderr: TextIO, *, as_json: bool, progress: str) -> None:
-        self.stdout = stdout
-        self.stderr = stderr
-        self.as_json = as_json
-        if progress == "auto":
-            progress = "live" if stderr.isatty() else "lines"
-        self.mode = progress
-        self.total = 0
-        self.count = 0
-        self._live: Any = None
+        super().__init__(stdout, stderr, as_json=as_json, progress=progress)
         self._tasks: dict[str, Any] = {}
 
     def start(self, title: str, total: int) -> None:
@@ -92,38 +83,22 @@ class TransferReporter:
         elif self.mode == "lines":
             print("[%d/%d] %s" % (self.count, self.total, text), file=self.stderr, flush=True)
 
-    def finish(self, rows: list[dict[str, Any]]) -> None:
-        if self._live is not None:
-            self._live.stop()
-        if self.as_json:
-            for row in rows:
-                print(json.dumps(row, default=repr), file=self.stdout)
+    def finish_transfers(self, rows: list[dict[str, Any]]) -> None:
+        self.finish(rows, kind="transfer", table=transfer_table)
+
+
+def transfer_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    cells = []
+    for row in rows:
+        if row["ok"]:
+            status, path = "ok", row["path"]
         else:
-            headers = ["TARGET", "STATUS", "BYTES", "TIME", "RATE", "PATH"]
-            cells = []
-            for row in rows:
-                if row["ok"]:
-                    status, path = "ok", row["path"]
-                else:
-                    status = "FAILED (%s)" % row["phase"]
-                    path = "%s: %s" % (row["error_type"], first_line(row["error"]))
-                cells.append(
-                    [
-                        row["target"],
-                        status,
-                        _size(row["bytes"]) if row["ok"] else "-",
-                        seconds(row["seconds"]),
-                        _rate(row["bytes"], row["seconds"]).strip(" ()") or "-",
-                        path,
-                    ]
-                )
-            widths = [max(len(h), *(len(r[n]) for r in cells)) for n, h in enumerate(headers)]
-            for line in [headers, *cells]:
-                text = "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
-                print(text.rstrip(), file=self.stdout)
-        failed = sum(1 for row in rows if not row["ok"])
-        summary = "%d ok, %d failed" % (len(rows) - failed, failed)
-        print(summary, file=self.stderr if self.as_json else self.stdout, flush=True)
+            status = "FAILED (%s)" % row["phase"]
+            path = "%s: %s" % (row["error_type"], first_line(row["error"]))
+        size = _size(row["bytes"]) if row["ok"] else "-"
+        rate = _rate(row["bytes"], row["seconds"]).strip(" ()") or "-"
+        cells.append([row["target"], status, size, seconds(row["seconds"]), rate, path])
+    return ["TARGET", "STATUS", "BYTES", "TIME", "RATE", "PATH"], cells
 
 
 def _size(n: int | None) -> str:
@@ -195,7 +170,7 @@ async def transfer(
             rows.append(_row(result, where.get(result.target.label)))
     order = {target.label: n for n, target in enumerate(targets)}
     rows.sort(key=lambda row: order.get(row["target"], len(order)))
-    reporter.finish(rows)
+    reporter.finish_transfers(rows)
     return all(row["ok"] for row in rows)
 
 
