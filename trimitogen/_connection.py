@@ -350,7 +350,7 @@ class Connection:
             )
             return
         try:
-            whole = self.parts.add(msg)
+            whole = self.parts.add(msg) if msg.flags else msg
         except StreamError as exc:
             self.logger.warning("dropped a split message from context %d: %s", msg.src, exc)
             return

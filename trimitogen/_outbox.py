@@ -17,7 +17,7 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
-from .core.parts import PART_SIZE, split_frames
+from .core.parts import PART_SIZE, SPLIT_ABOVE, split_frames
 from .core.protocol import (
     FIRST_REPLY_HANDLE,
     HANDLE_CALL,
@@ -93,10 +93,10 @@ class Outbox:
 
     def send(self, msg: Message, lane: int | None = None) -> None:
         """Write ``msg`` now as far as the descriptor takes it; queue the rest."""
-        frames = split_frames(msg)
-        if len(frames) == 1 and not self:
-            self.send_frame(frames[0])
+        if len(msg.data) <= SPLIT_ABOVE and not self:  # the common case, at once
+            self.send_frame(msg.frame_parts())
             return
+        frames = split_frames(msg)
         key, after = lane_of(msg, lane)
         self._fifo.append((key, after, frames))
         self.queued += len(msg.data) + HEADER_SIZE * len(frames)
@@ -105,7 +105,7 @@ class Outbox:
 
     def send_frame(self, parts: list[Any]) -> None:
         """Write bytes now as far as they go (a frame, or the bootstrap); queue the rest."""
-        if self:
+        if self.current or self._fifo or self._ring:
             self._fifo.append(((-1, 0), None, [parts]))
             self.queued += frame_size(parts)
             return

@@ -355,7 +355,7 @@ class ExternalContext:
             return True
         for msg in self.decoder.messages():
             # The parts of a split message for this context are joined by whoever reads.
-            whole = self.parts.add(msg) if msg.dst == self.context_id else msg
+            whole = self.parts.add(msg) if msg.flags and msg.dst == self.context_id else msg
             if whole is not None:
                 dispatch(whole)
         return True
@@ -548,8 +548,9 @@ class ExternalContext:
                     continue
                 # What it read ahead for the I/O thread (to route to a child, which may read
                 # slowly) is bounded: past that, the parent's stream waits (see _drain_for_io).
-                self._throttled = True
-                self._throttled = sum(len(m.data) for m in self._for_io) > READ_AHEAD
+                self._throttled = bool(self._for_io)
+                if self._throttled:
+                    self._throttled = sum(len(m.data) for m in self._for_io) > READ_AHEAD
                 for fd, _event in (waker_only if self._throttled else poller).poll():
                     if fd == self._main_waker.read_fd:
                         self._main_waker.drain()

@@ -180,21 +180,27 @@ class FairLock:
 
     A plain lock lets the thread that releases it take it straight back (it still holds the
     GIL), so a thread writing a large message part by part would keep every other writer out
-    until the whole message is written.  This one hands the lock to the longest waiter.
+    until the whole message is written.  This one hands the lock to the longest waiter: while
+    any thread waits, ``_lock`` stays taken and passes from holder to waiter.
     """
 
-    __slots__ = ("_guard", "_held", "_waiters")
+    __slots__ = ("_guard", "_lock", "_waiters")
 
     def __init__(self) -> None:
         self._guard = _thread.allocate_lock()
-        self._held = False
+        self._lock = _thread.allocate_lock()
         self._waiters: List[Any] = []
 
+    @property
+    def _held(self) -> bool:
+        return self._lock.locked()
+
     def __enter__(self) -> None:
+        if self._lock.acquire(False):  # free, so nobody waits either
+            return
         guard = self._guard
         with guard:
-            if not self._held:
-                self._held = True
+            if self._lock.acquire(False):
                 return
             waiter = _thread.allocate_lock()
             waiter.acquire()
@@ -214,4 +220,4 @@ class FairLock:
             if self._waiters:
                 self._waiters.pop(0).release()
             else:
-                self._held = False
+                self._lock.release()
