@@ -116,12 +116,27 @@ def part(src: int, handle: int, size: int, more: bool = True) -> Message:
     return Message(0, src, handle, 0, b"p" * size, flags)
 
 
-def test_a_split_message_larger_than_the_limit_is_refused() -> None:
+def test_a_split_message_larger_than_the_limit_is_refused_and_its_rest_dropped() -> None:
     joiner = Reassembler(max_message_size=3 * MIB)
-    joiner.add(part(3, 1000, 2 * MIB))
-    with pytest.raises(StreamError, match="exceeds the limit of 3145728 bytes"):
-        joiner.add(part(3, 1000, 2 * MIB))
-    assert joiner.pending_bytes == 0  # what it had sent is dropped
+    for _ in range(3):
+        assert joiner.add(part(3, 1000, PART_SIZE)) is None
+    with pytest.raises(StreamError, match="a message over the limit of 3145728 bytes"):
+        joiner.add(part(3, 1000, PART_SIZE))
+    assert joiner.pending_bytes == 0  # what it had sent is dropped...
+    assert joiner.add(part(3, 1000, PART_SIZE)) is None
+    assert joiner.add(part(3, 1000, 10, more=False)) is None  # ...and so is the rest of it
+    assert joiner.pending_bytes == 0
+    whole = joiner.add(part(3, 1000, 10, more=False))  # the next message is itself again
+    assert whole is not None
+    assert len(whole.data) == 10
+
+
+def test_a_part_of_the_wrong_size_is_refused() -> None:
+    """Every part but the last is PART_SIZE bytes: empty or tiny parts cannot pile up."""
+    joiner = Reassembler()
+    with pytest.raises(StreamError, match="a part of 0 bytes"):
+        joiner.add(part(3, 1000, 0))
+    assert joiner.pending_bytes == 0
 
 
 def test_unfinished_messages_together_are_bounded() -> None:
@@ -129,9 +144,46 @@ def test_unfinished_messages_together_are_bounded() -> None:
     for handle in range(1000, 1004):
         assert joiner.add(part(3, handle, MIB)) is None
     assert joiner.pending_bytes == 4 * MIB
-    with pytest.raises(StreamError, match="unfinished split messages exceed 4194304 bytes"):
-        joiner.add(part(4, 1000, 1))
+    with pytest.raises(StreamError, match="unfinished split messages over 4194304 bytes"):
+        joiner.add(part(4, 1000, MIB))
     assert joiner.pending_bytes == 4 * MIB
+
+
+def test_two_calls_to_one_handle_are_joined_apart_by_their_reply_handles() -> None:
+    """Two large calls under way at once (one handle, CALL) take turns part by part."""
+    side = FakeSide(0)
+    out = Outbox(side, lambda reason: None)  # type: ignore[arg-type]
+    out.send(Message(5, 0, HANDLE_CALL, 1001, b"A" * (3 * PART_SIZE)))
+    out.send(Message(5, 0, HANDLE_CALL, 1002, b"B" * (3 * PART_SIZE)))
+    while out:
+        side.room = 64 * 1024
+        out.flush()
+    parts = decode(bytes(side.data))
+    assert [p.reply_to for p in parts] == [1001, 1001, 1002, 1001, 1002, 1002]
+    joiner = Reassembler()
+    whole = [m for m in (joiner.add(p) for p in parts) if m is not None]
+    assert [(m.reply_to, bytes(m.data)) for m in whole] == [
+        (1001, b"A" * (3 * PART_SIZE)),
+        (1002, b"B" * (3 * PART_SIZE)),
+    ]
+
+
+def test_a_body_claiming_more_than_it_holds_allocates_nothing_for_the_claim() -> None:
+    import tracemalloc
+
+    # BINUNICODE8 of 300 MiB, in a body of a few bytes split over two parts.
+    data = b"\x80\x04\x8d" + (300 * MIB).to_bytes(8, "little") + b"abc"
+    body = Body()
+    body.parts = [data[:5], data[5:]]
+    body.size = len(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(StreamError):
+            loads(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MIB, peak
 
 
 def test_a_gone_sender_leaves_nothing_behind() -> None:
@@ -428,10 +480,9 @@ async def test_a_hostile_child_cannot_make_the_master_hold_unfinished_parts_with
             joiner = ctx._conn.parts
             joiner.max_message_size = 4 * MIB
             too_big: list[tuple[int | None, int, bytes]] = [
-                (6000, more, b"t" * (3 * MIB)),
-                (6000, more, b"t" * (2 * MIB)),
+                (6000, more, b"t" * PART_SIZE) for _ in range(6)
             ]
-            assert await ctx.call(hc.relay, too_big) == 2
+            assert await ctx.call(hc.relay, too_big) == 6
             assert joiner.pending_bytes == 0
             unfinished: list[tuple[int | None, int, bytes]] = [
                 (5000 + i, more, b"u" * MIB) for i in range(12)
@@ -444,8 +495,8 @@ async def test_a_hostile_child_cannot_make_the_master_hold_unfinished_parts_with
             assert await ctx.call(rh.echo, 1) == 1
             assert joiner.pending_bytes <= 8 * MIB
     lines = [r.getMessage() for r in caplog.records if "dropped a split message" in r.getMessage()]
-    assert any("unfinished split messages exceed 8388608 bytes" in line for line in lines), lines
-    assert any("exceeds the limit of 4194304 bytes" in line for line in lines), lines
+    assert any("unfinished split messages over 8388608 bytes" in line for line in lines), lines
+    assert any("a message over the limit of 4194304 bytes" in line for line in lines), lines
     assert all("from context %d" % ctx.context_id in line for line in lines), lines
 
 

@@ -29,15 +29,7 @@ from .grace import Grace
 from .importer import Importer
 from .iologger import IoLogger, LoggingHook, install_forwarding, redirect_stdio
 from .loop import POLLIN, PollLoop, Waker
-from .messages import (
-    Kill,
-    LoadModule,
-    LoadResource,
-    Log,
-    Ready,
-    Spawn,
-    SpawnFailed,
-)
+from .messages import Kill, LoadModule, LoadResource, Log, Ready, Spawn, SpawnFailed
 from .parts import Reassembler, SplitSender
 from .pgroup import end_group, lead_session
 from .protocol import (
@@ -147,12 +139,11 @@ class ExternalContext:
 
     # Sending -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        """Write one frame to the parent; any thread may call this.
+        """Write a message to the parent (in parts if large, see core/parts.py); any thread may.
 
-        A full stream makes the writer wait without reading its own children meanwhile (only
-        writes down to a child need that, see ``Children.write_pump``): so a child flooding
-        upward waits too, instead of piling up here.  The parent always reads in the end.  A
-        cancelled call's interrupt waits until the frame is written.
+        A full stream makes the writer wait without reading its own children (only writes down
+        need that, see ``Children.write_pump``), so a child flooding upward waits too.  A
+        cancelled call's interrupt waits until the message is written.
         """
         with self.calls.uninterruptible():
             if not self.sender.send(msg):
@@ -355,7 +346,11 @@ class ExternalContext:
             return True
         for msg in self.decoder.messages():
             # The parts of a split message for this context are joined by whoever reads.
-            whole = self.parts.add(msg) if msg.flags and msg.dst == self.context_id else msg
+            try:
+                whole = self.parts.add(msg) if msg.flags and msg.dst == self.context_id else msg
+            except StreamError as exc:  # from the parent: logged, as a malformed message
+                self.log(40, str(exc))
+                continue
             if whole is not None:
                 dispatch(whole)
         return True
@@ -546,8 +541,7 @@ class ExternalContext:
             with self._rx_lock:
                 if self._queue or self._stopping:
                     continue
-                # What it read ahead for the I/O thread (to route to a child, which may read
-                # slowly) is bounded: past that, the parent's stream waits (see _drain_for_io).
+                # Bounded read-ahead for the I/O thread (routing to a child may be slow).
                 self._throttled = bool(self._for_io)
                 if self._throttled:
                     self._throttled = sum(len(m.data) for m in self._for_io) > READ_AHEAD

@@ -5,7 +5,8 @@ the message's own header fields and :data:`FLAG_PART` (:data:`FLAG_MORE` on all 
 that writers can put other frames between them: one large message holds up the rest of a
 connection for one part at most.  Intermediates pass parts on as they come (holding one part,
 not the message); the destination joins them.  The parts of one message are never mixed with
-another message to the same handle from the same sender, so a receiver joins by (src, handle).
+another message to the same handle and reply handle from the same sender, so a receiver joins
+by (src, handle, reply_to).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .protocol import DEFAULT_MAX_MESSAGE_SIZE, HEADER, MAGIC, VERSION, Body, Me
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 #: Flag: this frame is one part of a split message.
 FLAG_PART = 0x02
@@ -27,6 +28,8 @@ FLAG_MORE = 0x04
 
 #: Size of each part of a split message.
 PART_SIZE = 1024 * 1024
+#: Most messages a receiver remembers as refused, to drop the rest of their parts.
+MAX_REFUSED = 1024
 #: Bodies up to this size travel whole (a 1 MiB file chunk and its pickle framing stay one frame).
 SPLIT_ABOVE = PART_SIZE + 64 * 1024
 
@@ -68,37 +71,53 @@ class Reassembler:
     """Joins the parts of split messages addressed to this process.
 
     :meth:`add` returns a message once it is whole (a frame that is not a part at once).  A part
-    that would make its message larger than ``max_message_size``, or the unfinished messages
-    together larger than twice that, raises :class:`StreamError`: a peer cannot make the
-    receiver hold more than that, whatever it sends.
+    that is not the last and not :data:`PART_SIZE` bytes, that would make its message larger than
+    ``max_message_size``, or the unfinished messages together larger than twice that, raises
+    :class:`StreamError`, and the rest of that message is dropped as it comes: a peer cannot
+    make the receiver hold more than that, nor deliver a message with a part missing.
     """
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_message_size = max_message_size
-        self._partial: Dict[Tuple[int, int], List[Any]] = {}
+        self._partial: Dict[Tuple[int, int, int], List[Any]] = {}
+        #: Messages a part of which was refused: their other parts are dropped up to the last.
+        self._refused: Set[Tuple[int, int, int]] = set()
         self.pending_bytes = 0
 
     def add(self, msg: Message) -> Optional[Message]:
         if not msg.flags & FLAG_PART:
             return msg
-        key = (msg.src, msg.handle)
-        entry = self._partial.get(key) or [0]
+        # Calls to one handle differ by their reply handle: two of them may be under way at once.
+        key = (msg.src, msg.handle, msg.reply_to)
+        more = msg.flags & FLAG_MORE
+        if key in self._refused:
+            if not more:
+                self._refused.discard(key)
+            return None
         size = len(msg.data)
-        if entry[0] + size > self.max_message_size:
+        entry = self._partial.get(key) or [0]
+        refusal = None
+        if more and size != PART_SIZE:
+            refusal = "a part of %d bytes (parts but the last are %d)" % (size, PART_SIZE)
+        elif entry[0] + size > self.max_message_size:
+            refusal = "a message over the limit of %d bytes" % self.max_message_size
+        elif self.pending_bytes + size > 2 * self.max_message_size:
+            refusal = "unfinished split messages over %d bytes" % (2 * self.max_message_size)
+        if refusal is not None:
             self._drop(key)
+            if more:
+                if len(self._refused) >= MAX_REFUSED:
+                    self._refused.clear()  # forgetting lets stray parts start anew: still bounded
+                self._refused.add(key)
             raise StreamError(
-                "split message for handle %d from context %d exceeds the limit of %d bytes"
-                % (msg.handle, msg.src, self.max_message_size)
-            )
-        if self.pending_bytes + size > 2 * self.max_message_size:
-            raise StreamError(
-                "unfinished split messages exceed %d bytes" % (2 * self.max_message_size)
+                "refused a split message for handle %d from context %d: %s"
+                % (msg.handle, msg.src, refusal)
             )
         self._partial[key] = entry
         entry[0] += size
         entry.append(msg.data)
         self.pending_bytes += size
-        if msg.flags & FLAG_MORE:
+        if more:
             return None
         self._drop(key)
         data = Body()  # the parts as they are: the unpickler reads across them
@@ -107,7 +126,7 @@ class Reassembler:
         flags = msg.flags & ~(FLAG_PART | FLAG_MORE)
         return Message(msg.dst, msg.src, msg.handle, msg.reply_to, data, flags)
 
-    def _drop(self, key: Tuple[int, int]) -> None:
+    def _drop(self, key: Tuple[int, int, int]) -> None:
         entry = self._partial.pop(key, None)
         if entry is not None:
             self.pending_bytes -= entry[0]
@@ -116,6 +135,7 @@ class Reassembler:
         """Context ``src`` is gone: drop what it left unfinished."""
         for key in [key for key in self._partial if key[0] == src]:
             self._drop(key)
+        self._refused = {key for key in self._refused if key[0] != src}
 
 
 class SplitSender:

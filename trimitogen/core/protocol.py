@@ -349,11 +349,9 @@ class _PartsReader:
         self.pos = 0
 
     def _next(self) -> bool:
-        if not self.views:
-            return False
-        self.view = self.views.pop()
-        self.pos = 0
-        return True
+        if self.views:
+            self.view, self.pos = self.views.pop(), 0
+        return bool(self.pos < len(self.view))
 
     def peek(self, n: int = 0) -> bytes:
         if self.pos == len(self.view) and not self._next():
@@ -361,8 +359,8 @@ class _PartsReader:
         return bytes(self.view[self.pos : self.pos + max(n, 1)])
 
     def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            n = len(self.view) - self.pos + sum(len(view) for view in self.views)
+        left = len(self.view) - self.pos + sum(len(view) for view in self.views)
+        n = left if n < 0 else min(n, left)  # never the size a body claims: what it holds
         out = bytearray(n)
         return bytes(out[: self.readinto(out)])
 
@@ -475,6 +473,17 @@ def loads(data: Any, may_import: bool = False) -> Any:
         raise StreamError("malformed message body: %s: %s" % (type(exc).__name__, exc)) from None
 
 
+def _free_refs(buffers: List[Any]) -> int:
+    """``sys.getrefcount`` of a buffer held by a list and a loop alone, measured as
+    :meth:`FrameDecoder._body_buffer` looks (interpreters differ in what they count)."""
+    for buffer in buffers:
+        return sys.getrefcount(buffer)
+    return 0
+
+
+_FREE_REFS = _free_refs([bytearray(1)])
+
+
 class FrameDecoder:
     """Turns a byte stream into :class:`Message` objects.
 
@@ -568,8 +577,8 @@ class FrameDecoder:
         if length > self.REUSED_BUFFER:
             return mmap.mmap(-1, length, flags=_MMAP_FLAGS)
         for buffer in self._buffers:
-            # Referenced by the list, the loop and the call alone: no message holds it.
-            if sys.getrefcount(buffer) == 3:
+            # Referenced by the list and the loop alone: no message holds it.
+            if sys.getrefcount(buffer) == _FREE_REFS:
                 return memoryview(buffer)[:length]
         buffer = mmap.mmap(-1, self.REUSED_BUFFER, flags=_MMAP_FLAGS)
         if len(self._buffers) < self.SPARE_BUFFERS:
