@@ -40,6 +40,7 @@ from trimitogen.core.protocol import (
     HANDLE_CANCEL,
     HANDLE_CREDIT,
     HANDLE_LOAD_MODULE,
+    HANDLE_SHUTDOWN,
     HEADER,
     Body,
     FrameDecoder,
@@ -378,6 +379,23 @@ def test_calls_do_not_pass_a_large_call_without_an_answer() -> None:
         (5, HANDLE_CALL, 4),
         (5, 1001, 20),
         (5, HANDLE_CREDIT, 13),
+    ]
+
+
+def test_a_shutdown_waits_for_every_message_sent_to_its_context_before_it() -> None:
+    side = FakeSide(0)
+    out = Outbox(side, lambda reason: None)  # type: ignore[arg-type]
+    out.send(Message(5, 0, HANDLE_CALL, 1001, b"A" * (2 * PART_SIZE)))
+    out.send(Message(6, 0, 1002, 0, b"B" * (2 * PART_SIZE)))
+    out.send(Message(5, 0, HANDLE_SHUTDOWN, 0, b""))
+    out.send(Message(6, 0, HANDLE_CALL, 1003, b"other context"))
+    assert drain(out, side) == [
+        (5, HANDLE_CALL, PART_SIZE),
+        (6, HANDLE_CALL, 13),  # another context's traffic passes the held shutdown
+        (5, HANDLE_CALL, PART_SIZE),
+        (5, HANDLE_SHUTDOWN, 0),  # once the call to its context is all out
+        (6, 1002, PART_SIZE),
+        (6, 1002, PART_SIZE),
     ]
 
 

@@ -24,6 +24,7 @@ from .core.protocol import (
     HANDLE_CANCEL,
     HANDLE_OPEN_CHANNEL,
     HANDLE_OPEN_STREAM,
+    HANDLE_SHUTDOWN,
     HEADER_SIZE,
     Message,
 )
@@ -34,6 +35,10 @@ Frames = list[list[Any]]
 
 #: Handles that start or stop the work of a call: they follow the control lane if it is busy.
 _CALLISH = frozenset((HANDLE_CALL, HANDLE_OPEN_STREAM, HANDLE_OPEN_CHANNEL, HANDLE_CANCEL))
+
+#: "Lane to follow" of a shutdown: every lane of its context (what was sent before it arrives
+#: before it, so a call sent before the end of a block still runs).
+EVERY_LANE = -1
 
 
 def lane_of(msg: Message, lane: int | None = None) -> tuple[Key, Key | None]:
@@ -51,6 +56,8 @@ def lane_of(msg: Message, lane: int | None = None) -> tuple[Key, Key | None]:
             lane = 0
     if lane and msg.handle in _CALLISH:
         return (msg.dst, lane), (msg.dst, 0)
+    if msg.handle == HANDLE_SHUTDOWN:
+        return (msg.dst, lane), (msg.dst, EVERY_LANE)
     return (msg.dst, lane), None
 
 
@@ -83,13 +90,15 @@ class Outbox:
         self._guests: dict[Key, list[Key]] = {}
         #: Busy lanes in turn.
         self._ring: collections.deque[Key] = collections.deque()
+        #: Shutdowns waiting for their context's busy lanes to finish.
+        self._held: list[tuple[Key, Key | None, Frames]] = []
         #: What the FIFO may still send before the next part of a busy lane.
         self._budget = PART_SIZE
         self.current: list[Any] = []
         self.queued = 0
 
     def __bool__(self) -> bool:
-        return bool(self.current or self._fifo or self._ring)
+        return bool(self.current or self._fifo or self._ring or self._held)
 
     def send(self, msg: Message, lane: int | None = None) -> None:
         """Write ``msg`` now as far as the descriptor takes it; queue the rest."""
@@ -105,7 +114,7 @@ class Outbox:
 
     def send_frame(self, parts: list[Any]) -> None:
         """Write bytes now as far as they go (a frame, or the bootstrap); queue the rest."""
-        if self.current or self._fifo or self._ring:
+        if self.current or self._fifo or self._ring or self._held:
             self._fifo.append(((-1, 0), None, [parts]))
             self.queued += frame_size(parts)
             return
@@ -169,6 +178,11 @@ class Outbox:
     def _from_fifo(self) -> list[Any] | None:
         while self._fifo:
             lane, after, frames = self._fifo.popleft()
+            if after is not None and after[1] == EVERY_LANE:
+                if any(busy[0] == lane[0] for busy in self._busy):
+                    self._held.append((lane, after, frames))
+                    continue
+                after = None
             home = self._home.get(lane)
             if home is None and after is not None and after in self._busy:
                 home = after
@@ -202,4 +216,7 @@ class Outbox:
             del self._busy[lane]
             for guest in self._guests.pop(lane):
                 del self._home[guest]
+            for held in [h for h in self._held if h[0][0] == lane[0]]:
+                self._held.remove(held)
+                self._fifo.appendleft(held)  # looked at again: it goes once none is busy
         return frame
