@@ -103,7 +103,7 @@ class Outbox:
     def send(self, msg: Message, lane: int | None = None) -> None:
         """Write ``msg`` now as far as the descriptor takes it; queue the rest."""
         if len(msg.data) <= SPLIT_ABOVE and not self:  # the common case, at once
-            self.send_frame(msg.frame_parts())
+            self._write_now(msg.frame_parts())
             return
         frames = split_frames(msg)
         key, after = lane_of(msg, lane)
@@ -114,10 +114,14 @@ class Outbox:
 
     def send_frame(self, parts: list[Any]) -> None:
         """Write bytes now as far as they go (a frame, or the bootstrap); queue the rest."""
-        if self.current or self._fifo or self._ring or self._held:
+        if self:
             self._fifo.append(((-1, 0), None, [parts]))
             self.queued += frame_size(parts)
             return
+        self._write_now(parts)
+
+    def _write_now(self, parts: list[Any]) -> None:
+        """With nothing queued: write what the fd takes, and keep the rest as ``current``."""
         left = self._write_some(parts)
         if left:
             self.current = left
