@@ -3,11 +3,15 @@
 :meth:`Context.open_tcp_stream` has the child connect (through every ``via=`` hop, like ssh's
 port forwarding through any chain of contexts) and relay bytes over a two-way channel; this
 module's :class:`RemoteByteStream` is the master's end, a :class:`trio.abc.HalfCloseableStream`.
-Bytes travel as ``bytes`` items with no pickling beyond the frame, within the channel's credit.
+Bytes travel as raw frames (:data:`~trimitogen.core.messages.FLAG_RAW`), never pickled, within
+the channel's credit: the master copies what ``send_all`` is given once (the caller may reuse
+its buffer at once), the child writes to its socket straight from its receive buffer, and
+``receive_some`` copies from the master's receive buffer only the bytes it returns.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import trio
@@ -15,13 +19,16 @@ import trio
 from ._streams import RemoteChannel
 from .core.errors import CallError, ChannelError, StreamError
 from .core.messages import StreamEnd
-from .core.protocol import MASTER_ID, Message
+from .core.protocol import MASTER_ID, Body, Message
 
 #: The largest piece of a ``send_all`` sent as one item.  Measured (benchmarks/compare.py
 #: --sections bytestream): 1 MiB pieces moved 30-70 % more bytes per second to the far end
 #: than 64 KiB ones, and cost both processes less CPU, as each item costs a frame, a decode
 #: and a hand-over between the child's threads; the credit window (4 MiB) still bounds them.
 PIECE = 1024 * 1024
+
+#: What the relay's items may be (anything else breaks the stream).
+_BUFFERS = (bytes, bytearray, memoryview)
 
 
 class RemoteByteStream(trio.abc.HalfCloseableStream):
@@ -31,7 +38,10 @@ class RemoteByteStream(trio.abc.HalfCloseableStream):
         self._channel = channel
         #: The address the child connected to, as the child's socket reported it.
         self.peer = peer
-        self._buffer = b""
+        #: Received, not returned yet: the bytes of each read of a raw body, as the reader got
+        #: them (see FrameDecoder.raw_pieces).
+        self._pending: collections.deque[bytes] = collections.deque()
+        channel.raw_parts = True
         self._closed = False
         self._eof_sent = False
         self._eof_seen = False
@@ -57,9 +67,13 @@ class RemoteByteStream(trio.abc.HalfCloseableStream):
             if not view:
                 await trio.lowlevel.checkpoint()
                 return
+            # Bytes that cannot change (of a bytes object) are sent from where they are; others
+            # are copied, as the caller may change its buffer once this returns.
+            frozen = view.readonly and type(view.obj) is bytes
             for start in range(0, len(view), PIECE):
+                piece = view[start : start + PIECE]
                 try:
-                    await self._channel.send(bytes(view[start : start + PIECE]))
+                    await self._channel.send_bytes(piece if frozen else bytes(piece))
                 except trio.ClosedResourceError:
                     raise
                 except (trio.BrokenResourceError, ChannelError, StreamError) as exc:
@@ -108,26 +122,37 @@ class RemoteByteStream(trio.abc.HalfCloseableStream):
         try:
             if self._closed:
                 raise trio.ClosedResourceError("the stream was closed")
-            if not self._buffer and not self._eof_seen:
+            pending = self._pending
+            if pending or self._eof_seen:
+                await trio.lowlevel.checkpoint()
+            while not pending and not self._eof_seen:
                 try:
-                    self._buffer = await self._channel.receive()
+                    item = await self._channel.receive()
                 except trio.EndOfChannel:
                     self._eof_seen = True
+                    break
                 except trio.ClosedResourceError:
                     raise
                 except (CallError, ChannelError, StreamError) as exc:
                     raise self._broken(exc) from None
-            else:
-                await trio.lowlevel.checkpoint()
+                pieces = item.parts if type(item) is Body else (item,)
+                if not all(type(p) in _BUFFERS for p in pieces):
+                    raise self._broken(StreamError("the relay sent something other than bytes"))
+                # An empty piece would read as the end of the stream: skipped.
+                pending.extend(bytes(p) for p in pieces if len(p))
             if self._closed:
                 raise trio.ClosedResourceError("the stream was closed")
-            size = len(self._buffer) if max_bytes is None else max_bytes
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            if not pending:
+                return b""
+            data = pending.popleft()
+            if max_bytes is not None and len(data) > max_bytes:
+                pending.appendleft(data[max_bytes:])
+                data = data[:max_bytes]
             return data
         finally:
             self._receiving = False
 
     async def aclose(self) -> None:
         self._closed = True
-        self._buffer = b""
+        self._pending.clear()
         await self._channel.aclose()

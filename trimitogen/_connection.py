@@ -102,6 +102,8 @@ class Connection:
         self.side = Side(self, stream_fd)
         self.stderr = None if stderr_fd is None else Side(self, stderr_fd, keep_alive=False)
         self.link = Link(context_id, dialog, max_message_size=max_message_size)
+        # Raw bytes (byte streams, files) are read as the bytes objects handed to their reader.
+        self.link.decoder.raw_pieces = True
         self.route = Route(self, context_id, name)
         self.logger = self.route.logger
         #: Every context reachable through this connection; messages from others are dropped.
@@ -294,22 +296,17 @@ class Connection:
                 # instead of paying for a read that fails with EAGAIN.
                 reads = taken = 0
                 await trio.lowlevel.wait_readable(fd)
-            view = decoder.body_view()
             try:
-                if view is not None:
-                    n = side.readinto(view)
-                    if not n:
-                        return
-                    decoder.body_filled(n)
-                    drained = n < len(view)
-                    taken += n
-                else:
+                if link.state != CONNECTING or decoder.body_view() is not None:
+                    n, asked = decoder.read_from(side)
+                else:  # the start-up dialog, the marker line, then frames
                     data = side.read()
-                    if not data:
-                        return
+                    n, asked = len(data), CHUNK_SIZE
                     link.receive_stream(data)
-                    drained = len(data) < CHUNK_SIZE
-                    taken += len(data)
+                if not n:
+                    return
+                drained = n < asked
+                taken += n
             except BlockingIOError:
                 drained = True
                 continue

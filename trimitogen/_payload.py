@@ -18,6 +18,7 @@ RUNTIME_MODULES = (
     "trimitogen.core.grace",
     "trimitogen.core.side",
     "trimitogen.core.latch",
+    "trimitogen.core.readers",
     "trimitogen.core.protocol",
     "trimitogen.core.parts",
     "trimitogen.core.messages",

@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import trio
 
 from .core.errors import ChannelError, StreamError, remote_error
-from .core.messages import Cancel, Credit, ReplyOk, StreamEnd, StreamItems, decode_stream
-from .core.protocol import HANDLE_CANCEL, HANDLE_CREDIT, MASTER_ID, Message
+from .core.messages import (
+    Cancel,
+    Credit,
+    ReplyOk,
+    StreamEnd,
+    StreamItems,
+    decode_stream,
+    raw_value,
+)
+from .core.protocol import FLAG_RAW, HANDLE_CANCEL, HANDLE_CREDIT, MASTER_ID, Body, Message
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -26,6 +34,8 @@ T = TypeVar("T")
 
 #: Bodies that carry items: one, or a batch.
 _ITEMS = (ReplyOk, StreamItems)
+#: Stands for a raw body in :meth:`RemoteStream.on_message`.
+_RAW: Any = object()
 
 #: The consumer's window: items, and bytes of encoded items, that may be in flight at once.
 WINDOW_ITEMS = 64
@@ -67,6 +77,9 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
         self._taken_items = 0
         self._taken_bytes = 0
         self._unscheduled = 0  # items taken since receive() last let other tasks run
+        #: Raw items (FLAG_RAW) are taken as they were read (bytes, or a Body of the bytes of
+        #: each read) rather than joined into one bytes: for the master's own consumers.
+        self.raw_parts = False
 
     def __repr__(self) -> str:
         return "<RemoteStream %s in context %r>" % (self._what, self._name)
@@ -77,7 +90,7 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
             return
         size = len(msg.data)
         if self._closed:  # closed here: drop what was on its way, until the far side ends
-            if msg.is_dead or len(msg.data) < 64:
+            if msg.is_dead or (len(msg.data) < 64 and not msg.flags & FLAG_RAW):
                 try:
                     if msg.is_dead or type(decode_stream(msg.data)) not in _ITEMS:
                         self._end(None)
@@ -90,14 +103,15 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
                     "%s in context %r: %s"
                     % (self._what, self._name, bytes(msg.data).decode("utf-8", "replace"))
                 )
-            body = decode_stream(msg.data)
+            # A raw body is one item, its bytes (see FLAG_RAW): not unpickled, not copied.
+            body = _RAW if msg.flags & FLAG_RAW else decode_stream(msg.data)
         except (ChannelError, StreamError) as exc:
             self._end(exc)
             return
         kind = type(body)
-        if kind in _ITEMS:
+        if kind in _ITEMS or body is _RAW:
             # Every item of a batch counts, and the batch may begin only within the credit.
-            count = 1 if kind is ReplyOk else len(body.values)
+            count = len(body.values) if kind is StreamItems else 1
             if self._granted_items < count or self._granted_bytes <= 0:
                 self._end(
                     StreamError(
@@ -109,7 +123,9 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
                 return
             self._granted_items -= count
             self._granted_bytes -= size
-            if kind is ReplyOk:
+            if body is _RAW:
+                self._items.append((msg.data if self.raw_parts else raw_value(msg.data), size))
+            elif kind is ReplyOk:
                 self._items.append((body.value, size))
             else:
                 # The batch's bytes are shared out, so taking its items grants exactly them.
@@ -256,7 +272,10 @@ class RemoteChannel(RemoteStream[Any], trio.abc.Channel[Any]):
         self._send_lot.unpark_all()
 
     async def send(self, value: Any) -> None:
-        encoded = ReplyOk.pack(True, value)  # TypeError here for a value that cannot travel
+        # TypeError here for a value that cannot travel.
+        await self._send_body(ReplyOk.pack(True, value), 0)
+
+    async def _send_body(self, encoded: Any, flags: int) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self._closed:
@@ -271,8 +290,13 @@ class RemoteChannel(RemoteStream[Any], trio.abc.Channel[Any]):
             await self._send_lot.park()
         self._send_items -= 1
         self._send_bytes -= len(encoded)
-        self._conn.send(Message(self.target, MASTER_ID, self.handle, 0, encoded))
+        self._conn.send(Message(self.target, MASTER_ID, self.handle, 0, encoded, flags))
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def send_bytes(self, data: bytes | memoryview | Body) -> None:
+        """Send ``data`` as one raw item (not pickled; see FLAG_RAW), once credit allows: the
+        far end takes it as its bytes.  ``data`` must not change until it is written."""
+        await self._send_body(data, FLAG_RAW)
 
     async def wait_writable(self) -> None:
         """Until a ``send`` would not wait for credit (or would fail at once)."""

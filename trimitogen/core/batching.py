@@ -23,7 +23,7 @@ import collections
 from .calls import describe_exception
 from .errors import ChannelError
 from .messages import ReplyOk, StreamItems
-from .protocol import Message
+from .protocol import FLAG_RAW, Body, Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,11 +38,28 @@ BATCH_BYTES = 256 * 1024
 #: What the estimate counts for an item that is not a string or a container.
 SMALL_ITEM = 16
 
+#: Raw items handed over together travel as one frame of at most this many bytes (or one item
+#: alone, if larger); it stays below the size at which frames are split.
+RAW_FRAME = 1024 * 1024
+
+
+class Raw:
+    """Bytes handed to a window to travel as they are (:data:`~.messages.FLAG_RAW`), not
+    pickled: a byte stream's or a file's data.  Raw items handed over together go as one
+    frame, their buffers gathered into one write, and arrive as one ``bytes`` item."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: Any) -> None:
+        self.data = data  # bytes, or a view of a buffer nobody changes until it is written
+
 
 def estimate(value: Any) -> int:
     """About how many bytes ``value`` encodes to, without encoding it (the window's check of
     what waits; the sender counts the real sizes)."""
     kind = type(value)
+    if kind is Raw:
+        return len(value.data)  # exact: a raw body is its bytes
     if kind is bytes or kind is str or kind is bytearray:
         return len(value) + SMALL_ITEM
     if kind is tuple or kind is list or kind is dict or kind is set or kind is frozenset:
@@ -73,6 +90,7 @@ class Window:
         self._values: List[Any] = []  # handed over, not taken by the sender yet
         self._sizes: List[int] = []  # their estimates
         self._waiting_bytes = 0
+        self._raw = 0  # how many of them are Raw
         self._bodies: List[Any] = []  # to write after them: a half-close, the end
         self._sealed = False  # a body was queued: no item may follow it
         self._scheduled = False  # in the sender's queue, or being written by it
@@ -93,7 +111,7 @@ class Window:
         """The consumer closed the stream: what waits is dropped (the master would drop it)."""
         with self._lock:
             self.closed = True
-            self._values, self._sizes, self._waiting_bytes = [], [], 0
+            self._values, self._sizes, self._waiting_bytes, self._raw = [], [], 0, 0
             resume = self._wants_sender()
         if resume:
             self._sender.schedule(self)
@@ -143,6 +161,8 @@ class Window:
         self._values.append(value)
         self._sizes.append(size)
         self._waiting_bytes += size
+        if type(value) is Raw:
+            self._raw += 1
         if self._scheduled:
             return False  # the sender takes it with the next batch
         self._scheduled = True
@@ -172,32 +192,64 @@ class Window:
                 if self.nbytes > 0:
                     # The first item decides, as at the master: a batch may end past the credit
                     # for bytes by its last item, never past the credit for items.
-                    if self._waiting_bytes <= BATCH_BYTES and not self.batch_limit:
+                    raw = self._raw > 0 and type(self._values[0]) is Raw
+                    if raw:
+                        values, n, total = self._take_raw()
+                    elif self._raw:
+                        values, n, total = self._take_some(stop_at_raw=True)
+                    elif self._waiting_bytes <= BATCH_BYTES and not self.batch_limit:
                         values, self._values, self._sizes = self._values, [], []
                         n, total = len(values), self._waiting_bytes
                     else:
                         values, n, total = self._take_some()
                     self._waiting_bytes -= total
-                    self.items -= n
+                    self.items -= 1 if raw else n  # a raw frame is one item at the master
                     self.nbytes -= total  # corrected to the encoded size by ``sent``
-                    return values, None, total
+                    if not (raw and n > 1):
+                        return values, None, total
+                else:
+                    self._scheduled = False
+                    return None
             elif self._bodies:
                 return None, self._bodies.pop(0), 0
-            self._scheduled = False
-            return None
+            else:
+                self._scheduled = False
+                return None
+        # Raw items joined into one frame took one item of credit for several: a producer
+        # waiting for credit may go on.
+        self._notify()
+        return values, None, total
 
-    def _take_some(self) -> Tuple[List[Any], int, int]:
-        """Under the lock: the items of a batch that stops at the byte cap or the limit."""
+    def _take_some(self, stop_at_raw: bool = False) -> Tuple[List[Any], int, int]:
+        """Under the lock: the items of a batch that stops at the byte cap or the limit (and
+        before a raw item, which goes in a frame of its own kind)."""
         limit = self.batch_limit or len(self._values)
         n = total = 0
         for size in self._sizes:
             if n >= limit or (n and total + size > BATCH_BYTES):
+                break
+            if stop_at_raw and type(self._values[n]) is Raw:
                 break
             n += 1
             total += size
         values = self._values[:n]
         del self._values[:n]
         del self._sizes[:n]
+        return values, n, total
+
+    def _take_raw(self) -> Tuple[List[Any], int, int]:
+        """Under the lock: the raw items at the front, up to :data:`RAW_FRAME` bytes (one at
+        least): one frame, which the master counts as one item."""
+        n = total = 0
+        for value, size in zip(self._values, self._sizes):
+            if type(value) is not Raw or (n and total + size > RAW_FRAME):
+                break
+            n += 1
+            total += size
+        values = self._values[:n]
+        del self._values[:n]
+        del self._sizes[:n]
+        self._raw -= n
         return values, n, total
 
     def _wants_sender(self) -> bool:
@@ -236,14 +288,14 @@ class Window:
             self._bodies = [body] if self.failure is None else []
             self.failure = exc
             self.closed = self._sealed = self.ended = True
-            self._values, self._sizes, self._waiting_bytes = [], [], 0
+            self._values, self._sizes, self._waiting_bytes, self._raw = [], [], 0, 0
         self._notify()
 
     def lost(self) -> None:
         """The parent is gone: nothing more is written."""
         with self._lock:
             self.closed = self.ended = self._sealed = True
-            self._values, self._sizes, self._waiting_bytes = [], [], 0
+            self._values, self._sizes, self._waiting_bytes, self._raw = [], [], 0, 0
             self._bodies = []
         self._notify()
 
@@ -293,13 +345,19 @@ class Sender:
         """Encode and write what :meth:`Window.take` gave.  A failure ends that stream, never
         the thread."""
         values, body, total = work
+        flags = 0
         try:
-            if values is not None:
+            if values is not None and type(values[0]) is Raw:
+                body = Body()
+                body.parts = [value.data for value in values]
+                body.size = total
+                flags = FLAG_RAW
+            elif values is not None:
                 body = self._encode(window, values, total)
             if body is not None:
                 context = self.context
                 key = window.key
-                context.send(Message(key[0], context.context_id, key[1], 0, body))
+                context.send(Message(key[0], context.context_id, key[1], 0, body, flags))
         except ChannelError:
             window.lost()
         except Exception as exc:

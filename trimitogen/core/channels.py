@@ -15,9 +15,11 @@ from __future__ import annotations
 import _thread
 import collections
 
+from .batching import Raw
 from .errors import ChannelError
-from .messages import Credit, OpenStream, ReplyOk, StreamEnd, decode_stream
-from .protocol import HANDLE_CREDIT, Message
+from .messages import Credit, OpenStream, ReplyOk, StreamEnd, decode_stream, raw_value
+from .protocol import FLAG_RAW, HANDLE_CREDIT, Message
+from .readers import BufferPool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,12 +55,23 @@ class ChannelEnd:
         self._taken_bytes = 0
         #: "trio" or "asyncio" when a coroutine function holds this end.
         self.library: Optional[str] = None
+        #: Raw bytes from the master arrive as views of the receive buffer, not copies (for
+        #: consumers that write them out at once and keep nothing: the relay, file writes).
+        self.keeps_views = False
 
     def __repr__(self) -> str:
         return "<ChannelEnd %d of the master>" % self._key[1]
 
     # From the I/O thread ------------------------------------------------------------------------
     def deliver(self, msg: Message) -> None:
+        if msg.flags & FLAG_RAW:
+            # Bytes of a byte stream or a file, in the receive buffer: the consumer writes
+            # them from there (a function of the user's gets its own bytes).
+            value = raw_value(msg.data) if self.keeps_views else bytes(msg.data)
+            with self._lock:
+                self._inbox.append((value, len(msg.data)))
+            self._wake()
+            return
         body = decode_stream(msg.data)
         with self._lock:
             if type(body) is ReplyOk:
@@ -91,6 +104,11 @@ class ChannelEnd:
             if self._eof_sent and not (self._master_closed or window.closed):
                 raise ChannelError("this end sent its end of file: it sends nothing more")
             raise ChannelError("the master closed the channel")
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send ``data`` as raw bytes (not pickled; bytes sent together may arrive joined
+        into one item), waiting like :meth:`send`."""
+        self.send(Raw(data if type(data) is bytes else bytes(data)))
 
     def receive(self) -> Any:
         """The next item from the master; :class:`EOFError` once it closed the channel."""
@@ -208,6 +226,7 @@ def tcp_relay(channel: ChannelEnd, host: str, port: int) -> None:
     import socket
 
     sock = socket.create_connection((host, port))
+    channel.keeps_views = True
     writer_done = _thread.allocate_lock()
     writer_done.acquire()
 
@@ -227,12 +246,17 @@ def tcp_relay(channel: ChannelEnd, host: str, port: int) -> None:
     try:
         channel.send(tuple(sock.getpeername()[:2]))
         _thread.start_new_thread(write, ())
+        # Read into buffers used again once written, not fresh memory per read.  At most a
+        # window of them is on its way.
+        pool = BufferPool(RELAY_CHUNK, RELAY_BUFFERS)
         while True:
-            data = sock.recv(RELAY_CHUNK)
-            if not data:
+            buffer = pool.take()
+            n = sock.recv_into(buffer)
+            if not n:
                 channel.send_eof()
                 break
-            channel.send(data)
+            channel.send(Raw(buffer[:n]))
+            del buffer  # free for use again once written
         writer_done.acquire()
     except ChannelError:
         pass  # the master closed the stream
@@ -240,5 +264,7 @@ def tcp_relay(channel: ChannelEnd, host: str, port: int) -> None:
         sock.close()
 
 
-#: Bytes read from a relayed socket at a time (one item of the channel).
-RELAY_CHUNK = 64 * 1024
+#: Bytes read from a relayed socket at a time (one item of the channel), and how many such
+#: buffers are kept for use again (the window holds 4 MiB).
+RELAY_CHUNK = 1024 * 1024
+RELAY_BUFFERS = 6

@@ -331,17 +331,8 @@ class ExternalContext:
     def _on_receive(self, dispatch: Callable[[Message], None]) -> bool:
         """Read and dispatch what arrived; False once the parent disconnected."""
         try:
-            view = self.decoder.body_view()
-            if view is not None:
-                n = self.rx.readinto(view)
-                if not n:
-                    return False
-                self.decoder.body_filled(n)
-            else:
-                data = self.rx.read()
-                if not data:
-                    return False
-                self.decoder.receive_data(data)
+            if not self.decoder.read_from(self.rx)[0]:
+                return False
         except BlockingIOError:
             return True
         for msg in self.decoder.messages():

@@ -29,6 +29,7 @@ from .protocol import (
     HANDLE_READY,
     HANDLE_SHUTDOWN,
     HANDLE_SPAWN,
+    Body,
     dumps_body,
     loads,
 )
@@ -501,6 +502,13 @@ class StreamItems(Schema):
     kind: str
     values: List[Any]
     FIELDS = (("kind", _items_kind), ("values", _items))
+
+
+def raw_value(data: Any) -> Any:
+    """The item of a raw body: the received buffer itself (``bytes``, or a view of a receive
+    buffer, which is used again once nobody holds the view), or one ``bytes`` for a message that
+    came in parts."""
+    return bytes(data) if type(data) is Body else data
 
 
 def decode_stream(data: Any) -> Any:

@@ -115,7 +115,10 @@ class Reassembler:
             )
         self._partial[key] = entry
         entry[0] += size
-        entry.append(msg.data)
+        if type(msg.data) is Body:  # a raw part read as pieces
+            entry.extend(msg.data.parts)
+        else:
+            entry.append(msg.data)
         self.pending_bytes += size
         if more:
             return None

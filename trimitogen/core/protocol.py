@@ -24,6 +24,7 @@ import struct
 import sys
 
 from .errors import StreamError
+from .readers import MMAP_FLAGS, BodyReader, BufferPool, PartsReader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,10 +63,11 @@ FIRST_REPLY_HANDLE = 1000
 
 #: Flag: the message could not be delivered; its body is the reason (a str).
 FLAG_DEAD = 0x01
-
-#: Receive buffers for large bodies are anonymous mappings: zero pages cost nothing until the body
-#: arrives (a header alone, however large its length, commits no memory).
-_MMAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+#: Flag: the body is one ``bytes`` item of a stream or channel as it is, not a pickle.  Byte
+#: streams and file transfers send their bytes so: the receiver writes them out from where they
+#: were read instead of unpickling a copy.  Only stream and channel handles accept it; a raw body
+#: is bytes, so it cannot name anything to import or call.  (0x02 and 0x04: see :mod:`.parts`.)
+FLAG_RAW = 0x08
 
 #: The newest protocol every supported child reads (3.6 and 3.7 stop at 4); 5 is no faster here.
 PICKLE_PROTOCOL = 4
@@ -301,92 +303,6 @@ class Body:
         return b"".join(self.parts)
 
 
-class _BodyReader:
-    """A read-only file over a received body for the unpickler, without copying the body.
-
-    ``peek`` lets the C unpickler fetch its input in large blocks instead of calling ``read``
-    per opcode; ``readinto`` lets it fill large ``bytes`` values in one copy.
-    """
-
-    __slots__ = ("pos", "view")
-
-    def __init__(self, data: Any) -> None:
-        self.view = memoryview(data).cast("B")
-        self.pos = 0
-
-    def peek(self, n: int = 0) -> bytes:
-        return bytes(self.view[self.pos : self.pos + max(n, 1)])
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self.view) if n < 0 else self.pos + n
-        data = bytes(self.view[self.pos : end])
-        self.pos += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self.view[self.pos : self.pos + len(buffer)]
-        n = len(chunk)
-        memoryview(buffer).cast("B")[:n] = chunk
-        self.pos += n
-        return n
-
-    def readline(self) -> bytes:
-        rest = self.view[self.pos :]
-        end = bytes(rest[:4096]).find(b"\n")
-        n = len(rest) if end < 0 else end + 1
-        return self.read(n)
-
-
-class _PartsReader:
-    """Like :class:`_BodyReader` over several buffers in a row (the parts of a split message),
-    so a joined message is never copied into one buffer before it is unpickled."""
-
-    __slots__ = ("pos", "view", "views")
-
-    def __init__(self, parts: List[Any]) -> None:
-        self.views = [memoryview(part).cast("B") for part in reversed(parts) if len(part)]
-        self.view = self.views.pop() if self.views else memoryview(b"")
-        self.pos = 0
-
-    def _next(self) -> bool:
-        if self.views:
-            self.view, self.pos = self.views.pop(), 0
-        return bool(self.pos < len(self.view))
-
-    def peek(self, n: int = 0) -> bytes:
-        if self.pos == len(self.view) and not self._next():
-            return b""
-        return bytes(self.view[self.pos : self.pos + max(n, 1)])
-
-    def read(self, n: int = -1) -> bytes:
-        left = len(self.view) - self.pos + sum(len(view) for view in self.views)
-        n = left if n < 0 else min(n, left)  # never the size a body claims: what it holds
-        out = bytearray(n)
-        return bytes(out[: self.readinto(out)])
-
-    def readinto(self, buffer: Any) -> int:
-        target = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(target):
-            if self.pos == len(self.view) and not self._next():
-                break
-            chunk = self.view[self.pos : self.pos + len(target) - done]
-            target[done : done + len(chunk)] = chunk
-            done += len(chunk)
-            self.pos += len(chunk)
-        return done
-
-    def readline(self) -> bytes:
-        line = bytearray()
-        while not line.endswith(b"\n"):
-            piece = self.peek(4096)
-            if not piece:
-                break
-            end = piece.find(b"\n")
-            line += self.read(len(piece) if end < 0 else end + 1)
-        return bytes(line)
-
-
 def _holds(data: Any, byte: bytes) -> bool:
     """Whether a body (bytes, a buffer, or the parts of a :class:`Body`) holds ``byte``."""
     if type(data) is Body:
@@ -434,14 +350,14 @@ def loads(data: Any, may_import: bool = False) -> Any:
     for the values it holds (see :mod:`trimitogen.core.values`).
     """
     # BytesIO shares an immutable bytes object without copying, and the C unpickler reads it
-    # without calling back into Python; other buffers (large received bodies) use _BodyReader.
+    # without calling back into Python; other buffers (large received bodies) use BodyReader.
     try:
         if type(data) is bytes:
             source: Any = io.BytesIO(data)
         elif type(data) is Body:
-            source = _PartsReader(data.parts)
+            source = PartsReader(data.parts)
         else:
-            source = _BodyReader(data)
+            source = BodyReader(data)
         unpickler = _RestrictedUnpickler(source)
         if may_import:
             unpickler.may_import = True
@@ -473,25 +389,17 @@ def loads(data: Any, may_import: bool = False) -> Any:
         raise StreamError("malformed message body: %s: %s" % (type(exc).__name__, exc)) from None
 
 
-def _free_refs(buffers: List[Any]) -> int:
-    """``sys.getrefcount`` of a buffer held by a list and a loop alone, measured as
-    :meth:`FrameDecoder._body_buffer` looks (interpreters differ in what they count)."""
-    for buffer in buffers:
-        return sys.getrefcount(buffer)
-    return 0
-
-
-_FREE_REFS = _free_refs([bytearray(1)])
-
-
 class FrameDecoder:
     """Turns a byte stream into :class:`Message` objects.
 
     Feed bytes with :meth:`receive_data` and collect messages with :meth:`messages`.  When a large
     body is pending, :meth:`body_view` exposes the part of it still missing so the caller can read
     into it directly (then reports the count to :meth:`body_filled`), which saves a copy per byte.
-    A bad header or an oversized length raises :class:`StreamError`; after that the decoder stays
-    failed, because the stream position can no longer be trusted.
+    With ``raw_pieces``, a large raw body (:data:`FLAG_RAW`) is read instead as the ``bytes`` of
+    each read (:meth:`piece_wanted`, :meth:`add_piece`) and arrives as a :class:`Body` of them:
+    the reader hands those on, read once by the kernel and never copied.  A bad header or an
+    oversized length raises :class:`StreamError`; after that the decoder stays failed, because
+    the stream position can no longer be trusted.
     """
 
     #: Bodies at least this large are read in place rather than through the shared buffer.
@@ -501,13 +409,23 @@ class FrameDecoder:
     #: items); at most SPARE_BUFFERS of them are kept.
     REUSED_BUFFER = 2 * 1024 * 1024
     SPARE_BUFFERS = 4
+    #: Size of :attr:`scratch`, and the largest read of one piece of a raw body.
+    SCRATCH = 64 * 1024
+    PIECE_READ = 1024 * 1024
 
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, raw_pieces: bool = False
+    ) -> None:
         self.max_message_size = max_message_size
+        self.raw_pieces = raw_pieces
+        #: A buffer for the caller to read into between bodies, then to pass to
+        #: :meth:`receive_data`: no fresh memory per read, and at most this much of the next
+        #: large body goes through the shared buffer instead of straight into its own.
+        self.scratch = memoryview(bytearray(self.SCRATCH))
         self._buf = bytearray()
         self._header: Optional[Tuple[int, ...]] = None
         self._body: Any = None
-        self._buffers: List[mmap.mmap] = []
+        self._buffers = BufferPool(self.REUSED_BUFFER, self.SPARE_BUFFERS)
         self._body_filled = 0
         self._ready: List[Message] = []
         self._error: Optional[StreamError] = None
@@ -531,14 +449,18 @@ class FrameDecoder:
         _magic, _version, flags, dst, src, handle, reply_to, _length = fields
         self._ready.append(Message(dst, src, handle, reply_to, body, flags))
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: Any) -> None:
         """Add bytes read from the stream; decoded messages queue up for :meth:`messages`."""
         if self._error is not None:
             raise self._error
         if self._body is not None:
-            take = min(len(data), len(self._body) - self._body_filled)
-            self._body[self._body_filled : self._body_filled + take] = data[:take]
-            self.body_filled(take)
+            assert self._header is not None
+            take = min(len(data), self._header[-1] - self._body_filled)
+            if type(self._body) is Body:
+                self.add_piece(bytes(data[:take]))
+            else:
+                self._body[self._body_filled : self._body_filled + take] = data[:take]
+                self.body_filled(take)
             data = data[take:]
             if not data:
                 return
@@ -561,10 +483,14 @@ class FrameDecoder:
                 pos += length
                 continue
             if length >= self.DIRECT_READ_MIN:
-                # An anonymous mapping is zero-filled lazily by the kernel, where bytearray(n)
-                # would first write n zero bytes.
-                body = self._body_buffer(length)
-                body[:available] = buf[pos:]
+                if self.raw_pieces and self._header[2] & FLAG_RAW:
+                    body = Body()
+                    if available:
+                        body.parts.append(bytes(buf[pos:]))
+                        body.size = available
+                else:
+                    body = self._body_buffer(length)
+                    body[:available] = buf[pos:]
                 pos = len(buf)
                 self._body = body
                 self._body_filled = available
@@ -575,28 +501,56 @@ class FrameDecoder:
         """Somewhere to read a body of ``length`` bytes: a view of a reused buffer, or, for a
         large body, an anonymous mapping of its own."""
         if length > self.REUSED_BUFFER:
-            return mmap.mmap(-1, length, flags=_MMAP_FLAGS)
-        for buffer in self._buffers:
-            # Referenced by the list and the loop alone: no message holds it.
-            if sys.getrefcount(buffer) == _FREE_REFS:
-                return memoryview(buffer)[:length]
-        buffer = mmap.mmap(-1, self.REUSED_BUFFER, flags=_MMAP_FLAGS)
-        if len(self._buffers) < self.SPARE_BUFFERS:
-            self._buffers.append(buffer)
-        return memoryview(buffer)[:length]
+            return mmap.mmap(-1, length, flags=MMAP_FLAGS)
+        return self._buffers.take()[:length]
 
     def body_view(self) -> Optional[memoryview]:
         """The missing part of a large pending body, or ``None`` when none is pending."""
-        if self._body is None:
+        if self._body is None or type(self._body) is Body:
             return None
         return memoryview(self._body)[self._body_filled :]
+
+    def read_from(self, side: Any) -> Tuple[int, int]:
+        """One read from ``side`` (a :class:`~.side.Side`) to where the next bytes go: a raw
+        body's next piece, the missing part of a large body, or :attr:`scratch`.  ``(bytes
+        read, bytes asked for)``; 0 read is the end of the stream.  ``BlockingIOError``
+        (nothing to read) goes to the caller."""
+        want = self.piece_wanted()
+        if want:
+            asked = min(want, self.PIECE_READ)
+            data = side.read(asked)
+            if data:
+                self.add_piece(data)
+            return len(data), asked
+        view = self.body_view()
+        if view is not None:
+            n = side.readinto(view)
+            if n:
+                self.body_filled(n)
+            return n, len(view)
+        n = side.readinto(self.scratch)
+        if n:
+            self.receive_data(self.scratch[:n])
+        return n, len(self.scratch)
+
+    def piece_wanted(self) -> int:
+        """Bytes still missing of a raw body read as pieces (0: none is pending)."""
+        if type(self._body) is not Body or self._header is None:
+            return 0
+        return int(self._header[-1] - self._body_filled)
+
+    def add_piece(self, data: bytes) -> None:
+        """The next ``data`` of a raw body read as pieces (at most :meth:`piece_wanted`)."""
+        self._body.parts.append(data)
+        self._body.size += len(data)
+        self.body_filled(len(data))
 
     def body_filled(self, n: int) -> None:
         """Record that ``n`` bytes were written into the view from :meth:`body_view`."""
         assert self._body is not None
         assert self._header is not None
         self._body_filled += n
-        if self._body_filled == len(self._body):
+        if self._body_filled == self._header[-1]:
             self._finish(self._header, self._body)
             self._header = None
             self._body = None
