@@ -206,3 +206,32 @@ def limit_file_size(nbytes: int) -> None:
     resource.setrlimit(
         resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
     )
+
+
+# -- raw bodies (FLAG_RAW) --------------------------------------------------------------------
+def send_raw_pieces(channel: Any, count: int, size: int) -> None:
+    """Sends ``count`` pieces of ``size`` bytes each as raw bytes (piece i is byte i)."""
+    for i in range(count):
+        channel.send_bytes(bytes([i % 256]) * size)
+
+
+def flood_raw_without_credit(extra: int) -> Iterator[int]:
+    """A hostile producer: yields one item, then writes ``extra`` raw frames straight onto the
+    wire, ignoring its window."""
+    from trimitogen.core.protocol import FLAG_RAW, Message
+    from trimitogen.core.streams import Streams
+
+    yield 0
+    (streams,) = [obj for obj in gc.get_objects() if type(obj) is Streams]
+    (key,) = list(streams.by_key)
+    context = streams.context
+    for _ in range(extra):
+        context.send(Message(key[0], context.context_id, key[1], 0, b"raw" * 30, FLAG_RAW))
+    yield 1
+
+
+def raw_kinds(channel: Any) -> None:
+    """Sends back the type name of each item the master sends (a relay's end would take raw
+    bytes as views; a user's function gets bytes)."""
+    for item in channel:
+        channel.send(type(item).__name__)

@@ -18,8 +18,7 @@ import trio
 
 from ._streams import RemoteChannel
 from .core.errors import CallError, ChannelError, StreamError
-from .core.messages import StreamEnd
-from .core.protocol import MASTER_ID, Body, Message
+from .core.protocol import Body
 
 #: The largest piece of a ``send_all`` sent as one item.  Measured (benchmarks/compare.py
 #: --sections bytestream): 1 MiB pieces moved 30-70 % more bytes per second to the far end
@@ -101,14 +100,7 @@ class RemoteByteStream(trio.abc.HalfCloseableStream):
         if self._eof_sent:
             return
         self._eof_sent = True
-        channel = self._channel
-        if not channel._ended:
-            try:
-                channel._conn.send(
-                    Message(channel.target, MASTER_ID, channel.handle, 0, StreamEnd.pack("eof"))
-                )
-            except ChannelError:
-                pass
+        self._channel.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is not None:

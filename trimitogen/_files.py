@@ -1,11 +1,11 @@
 """File transfers between the master and a context: streamed, atomic, mode and mtime kept.
 
 ``get_file`` reads the remote file as a stream (flow-controlled, see :mod:`._streams`) into a
-temporary file beside the local target; ``put_file`` sends the local file in batches of chunks,
-each batch a call that writes at its own offset, with :data:`PUT_CALLS` calls in flight so that
-reading and sending the next batch overlaps the child's writing of the last one: at most
-``PUT_CALLS * PUT_BATCH`` chunks are ever in flight.  Both rename over the
-target only when the whole file arrived (see :mod:`trimitogen.core.files` for the remote side).
+temporary file beside the local target; ``put_file`` sends the local file over a channel to a
+function that writes it there.  Chunks travel as raw bodies (never pickled), and each side
+writes what it receives straight from its receive buffer, so no byte is copied in user space
+on the way.  Both rename over the target only when the whole file arrived (see
+:mod:`trimitogen.core.files` for the remote side).
 """
 
 from __future__ import annotations
@@ -15,20 +15,26 @@ import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ._streams import RemoteChannel, RemoteStream
 from .core import files as remote
 from .core.errors import CallError
+from .core.protocol import Body
+from .core.readers import BufferPool
 
 if TYPE_CHECKING:
     from ._context import Context
 
-#: Bytes per chunk, and chunks per call of a put (the most a put has in flight).
+#: Bytes per chunk; read buffers a put keeps for use again (the channel's window, 4 MiB, is
+#: in flight at most); received chunks a get writes at once at most.
 CHUNK = remote.CHUNK
-PUT_BATCH = 4
-PUT_CALLS = 2
+PUT_BUFFERS = 8
+WRITE_BATCH = 8
+#: Buffers per writev (Linux's IOV_MAX is 1024).
+_IOV_MAX = 512
 
 #: ``progress(done_bytes, total_bytes)``, called after every chunk.
 Progress = Callable[[int, int], None]
@@ -71,52 +77,14 @@ async def put_file(
     half-way, it leaves the target as it was and no temporary file.
     """
     local = os.fspath(local_path)
-    with _Naming(ctx, "put_file to", remote_path), open(local, "rb") as f:
+    with _Naming(ctx, "put_file to", remote_path), open(local, "rb", buffering=0) as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise IsADirectoryError("%s is not a regular file" % local)
         total = st.st_size
         token = await ctx.call(remote.begin_write, remote_path)
-        done = 0
-        # The first error of a read or a call, raised as itself once the others are cancelled
-        # (a nursery would wrap it in an exception group).
-        failure: list[Exception] = []
-        slots = trio.Semaphore(PUT_CALLS)
-
-        async def write(offset: int, batch: list[bytes], scope: trio.CancelScope) -> None:
-            nonlocal done
-            try:
-                done += await ctx.call(remote.write_chunks, token, offset, batch)
-            except Exception as exc:
-                failure.append(exc)
-                scope.cancel()
-                return
-            finally:
-                slots.release()
-            if progress is not None:
-                progress(done, total)
-
         try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    offset = 0
-                    while True:
-                        batch = []
-                        for _ in range(PUT_BATCH):
-                            data = await trio.to_thread.run_sync(f.read, CHUNK)
-                            if not data:
-                                break
-                            batch.append(data)
-                        if not batch:
-                            break
-                        await slots.acquire()
-                        nursery.start_soon(write, offset, batch, nursery.cancel_scope)
-                        offset += sum(len(data) for data in batch)
-                except Exception as exc:
-                    failure.append(exc)
-                    nursery.cancel_scope.cancel()
-            if failure:
-                raise failure[0]
+            done = await _send_chunks(ctx, f, token, total, progress)
             await ctx.call(
                 remote.commit_write,
                 token,
@@ -131,6 +99,35 @@ async def put_file(
                     pass  # the context is gone: its own exit removes the file
             raise
     return done
+
+
+async def _send_chunks(
+    ctx: Context, f: Any, token: str, total: int, progress: Progress | None
+) -> int:
+    """Send the file's bytes as raw chunks over a channel to :func:`remote.receive_file`, each
+    read into a buffer used again once written; the number of bytes the context wrote."""
+    pool = BufferPool(CHUNK, PUT_BUFFERS)
+    sent = 0
+    async with ctx.open_channel(remote.receive_file, token) as opened:
+        channel = cast(RemoteChannel, opened)
+        try:
+            while True:
+                buffer = pool.take()
+                n = await trio.to_thread.run_sync(f.readinto, buffer)
+                if not n:
+                    break
+                await channel.send_bytes(buffer[:n])
+                del buffer
+                sent += n
+                if progress is not None:
+                    progress(sent, total)
+            channel.send_eof()
+        except trio.BrokenResourceError:
+            pass  # the far end stopped (a write failed): its error comes next
+        written = await channel.receive()  # the remote error, if it failed
+    if written != sent:
+        raise OSError("%d bytes were sent but %d written" % (sent, written))
+    return int(written)
 
 
 async def get_file(
@@ -152,26 +149,55 @@ async def get_file(
     fd, temp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part", dir=directory)
     done = 0
     try:
-        with _Naming(ctx, "get_file from", remote_path), os.fdopen(fd, "wb") as out:
-            async with ctx.open_stream(remote.read_file, remote_path) as items:
+        with _Naming(ctx, "get_file from", remote_path):
+            async with ctx.open_stream(remote.read_file, remote_path) as opened:
+                items = cast("RemoteStream[Any]", opened)
+                items.keep_raw_views()
                 remote_mode, total, mtime = await items.receive()
                 async for data in items:
-                    await trio.to_thread.run_sync(out.write, data)
-                    done += len(data)
+                    # What else arrived meanwhile goes in the same write.
+                    batch = [data]
+                    while items.buffered and len(batch) < WRITE_BATCH:
+                        batch.append(await items.receive())
+                    pieces = [p for item in batch for p in _pieces(item)]
+                    del data, batch
+                    done += await trio.to_thread.run_sync(_write_all, fd, pieces)
+                    del pieces  # the receive buffers may be used again
                     if progress is not None:
                         progress(done, total)
-            out.flush()
-            os.fsync(out.fileno())
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
         os.chmod(temp, remote_mode if mode is None else mode)
         os.utime(temp, (mtime, mtime))
         os.replace(temp, local)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         try:
             os.unlink(temp)
         except OSError:
             pass
         raise
     return done
+
+
+def _pieces(item: Any) -> list[Any]:
+    """The buffers of a received chunk: the pieces of a raw body read in parts, or itself."""
+    return item.parts if type(item) is Body else [item]
+
+
+def _write_all(fd: int, pieces: list[Any]) -> int:
+    """Write every buffer of ``pieces`` to ``fd`` (gathered); the number of bytes."""
+    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+    total = sum(len(v) for v in views)
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
+    return total
 
 
 def _same(a: Any, b: Any) -> bool:

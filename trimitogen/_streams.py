@@ -10,6 +10,7 @@ with :class:`~trimitogen.StreamError` (the connection itself carries on).
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -150,7 +151,17 @@ class RemoteStream(trio.abc.ReceiveChannel[T], Generic[T]):
             self._ended = True
             self._failure = failure
             self._conn.streams.pop(self.handle, None)
+            if self.raw_parts:
+                self._conn.link.decoder.view_handles.discard(self.handle)
         self._lot.unpark_all()
+
+    def keep_raw_views(self) -> None:
+        """Take raw items as they were read, not joined into one ``bytes``, and large ones as
+        views of the connection's reused receive buffers: for a consumer that writes each item
+        out at once and keeps none (a view held keeps its buffer from being used again)."""
+        self.raw_parts = True
+        if not self._ended:
+            self._conn.link.decoder.view_handles.add(self.handle)
 
     # The channel ------------------------------------------------------------------------------
     async def receive(self) -> T:
@@ -297,6 +308,14 @@ class RemoteChannel(RemoteStream[Any], trio.abc.Channel[Any]):
         """Send ``data`` as one raw item (not pickled; see FLAG_RAW), once credit allows: the
         far end takes it as its bytes.  ``data`` must not change until it is written."""
         await self._send_body(data, FLAG_RAW)
+
+    def send_eof(self) -> None:
+        """Tell the far end this side sends nothing more (it may still send): its ``receive``
+        ends; nothing happens if the channel ended."""
+        if not self._ended:
+            body = StreamEnd.pack("eof")
+            with contextlib.suppress(ChannelError):
+                self._conn.send(Message(self.target, MASTER_ID, self.handle, 0, body))
 
     async def wait_writable(self) -> None:
         """Until a ``send`` would not wait for credit (or would fail at once)."""

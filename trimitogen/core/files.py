@@ -11,11 +11,16 @@ from __future__ import annotations
 import os
 import stat
 
+from .batching import Raw
+from .readers import BufferPool
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterator, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, Optional, Tuple
 
 CHUNK = 1024 * 1024
+#: Read buffers kept for use again: a window's worth (4 MiB) is on its way at most.
+READ_BUFFERS = 6
 
 #: Temporary files being written, by the token returned to the master: (fd, temp path, target).
 _writing: Dict[str, Tuple[int, str, str]] = {}
@@ -34,17 +39,21 @@ def file_info(path: str) -> Optional[Tuple[int, int, float]]:
 
 
 def read_file(path: str, chunk: int = CHUNK) -> Iterator[Any]:
-    """Yield ``(mode, size, mtime)``, then the file's bytes in chunks."""
-    with open(path, "rb") as f:
+    """Yield ``(mode, size, mtime)``, then the file's bytes in raw chunks, each read into a
+    buffer that is used again once the chunk is written to the master."""
+    with open(path, "rb", buffering=0) as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise IsADirectoryError("%s is not a regular file" % path)
         yield (stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime)
+        pool = BufferPool(chunk, READ_BUFFERS)
         while True:
-            data = f.read(chunk)
-            if not data:
+            buffer = pool.take()
+            n = f.readinto(buffer)
+            if not n:
                 return
-            yield data
+            yield Raw(buffer[:n])
+            del buffer
 
 
 def begin_write(path: str) -> str:
@@ -65,19 +74,20 @@ def begin_write(path: str) -> str:
     return temp
 
 
-def write_chunks(token: str, offset: int, chunks: List[bytes]) -> int:
-    """Write ``chunks`` one after another from byte ``offset`` of the file; the number of
-    bytes written.  The offset makes the order of calls irrelevant: the master keeps more
-    than one of them in flight."""
+def receive_file(channel: Any, token: str) -> None:
+    """Write the raw chunks that arrive on ``channel`` to the file of ``token``, straight from
+    the receive buffers, until the master's end of file; then send the number of bytes written."""
+    channel.keeps_views = True
     fd = _writing[token][0]
     total = 0
-    for data in chunks:
+    for data in channel:
         view = memoryview(data)
         while view:
-            n = os.pwrite(fd, view, offset + total)
+            n = os.write(fd, view)
             view = view[n:]
             total += n
-    return total
+        del data, view  # the receive buffer may be used again
+    channel.send(total)
 
 
 def commit_write(token: str, mode: int, mtime: Optional[float]) -> None:

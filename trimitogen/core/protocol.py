@@ -28,7 +28,7 @@ from .readers import MMAP_FLAGS, BodyReader, BufferPool, PartsReader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterator, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 
 MAGIC = 0x746D  # b"tm"
@@ -397,9 +397,10 @@ class FrameDecoder:
     into it directly (then reports the count to :meth:`body_filled`), which saves a copy per byte.
     With ``raw_pieces``, a large raw body (:data:`FLAG_RAW`) is read instead as the ``bytes`` of
     each read (:meth:`piece_wanted`, :meth:`add_piece`) and arrives as a :class:`Body` of them:
-    the reader hands those on, read once by the kernel and never copied.  A bad header or an
-    oversized length raises :class:`StreamError`; after that the decoder stays failed, because
-    the stream position can no longer be trusted.
+    the reader hands those on, read once by the kernel and never copied (except raw bodies for a
+    handle in ``view_handles``, whose consumer writes them out from the reused buffer).  A bad
+    header or an oversized length raises :class:`StreamError`; after that the decoder stays
+    failed, because the stream position can no longer be trusted.
     """
 
     #: Bodies at least this large are read in place rather than through the shared buffer.
@@ -408,7 +409,7 @@ class FrameDecoder:
     #: (fresh memory costs a page fault per 4 KiB: a quarter of the time of a stream of large
     #: items); at most SPARE_BUFFERS of them are kept.
     REUSED_BUFFER = 2 * 1024 * 1024
-    SPARE_BUFFERS = 4
+    SPARE_BUFFERS = 6
     #: Size of :attr:`scratch`, and the largest read of one piece of a raw body.
     SCRATCH = 64 * 1024
     PIECE_READ = 1024 * 1024
@@ -418,6 +419,7 @@ class FrameDecoder:
     ) -> None:
         self.max_message_size = max_message_size
         self.raw_pieces = raw_pieces
+        self.view_handles: Set[int] = set()
         #: A buffer for the caller to read into between bodies, then to pass to
         #: :meth:`receive_data`: no fresh memory per read, and at most this much of the next
         #: large body goes through the shared buffer instead of straight into its own.
@@ -483,7 +485,8 @@ class FrameDecoder:
                 pos += length
                 continue
             if length >= self.DIRECT_READ_MIN:
-                if self.raw_pieces and self._header[2] & FLAG_RAW:
+                flags, handle = self._header[2], self._header[5]
+                if self.raw_pieces and flags & FLAG_RAW and handle not in self.view_handles:
                     body = Body()
                     if available:
                         body.parts.append(bytes(buf[pos:]))
