@@ -96,7 +96,7 @@ def test_raw_and_pickled_items_never_share_a_frame_and_keep_their_order() -> Non
         assert window.put_sync(value)
     parent.release.set()
     frames = parent.wait_for(4)
-    kinds = []
+    kinds: list[Any] = []
     for msg in frames:
         if msg.flags & FLAG_RAW:
             kinds.append(b"".join(msg.data.parts))
