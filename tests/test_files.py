@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -69,8 +70,11 @@ async def test_an_interrupted_put_leaves_the_target_and_no_part_file(
 ) -> None:
     make_file(shared / "big.bin", 64 * MIB)
     (shared / "target.bin").write_bytes(b"old contents")
-    with trio.move_on_after(0.05) as scope:
-        await ctx.put_file(shared / "big.bin", str(shared / "target.bin"))
+    # Cancelled once the first chunk is on its way: always half-way, however fast the copy.
+    with trio.CancelScope() as scope:
+        await ctx.put_file(
+            shared / "big.bin", str(shared / "target.bin"), progress=lambda *_: scope.cancel()
+        )
     assert scope.cancelled_caught
     assert (shared / "target.bin").read_bytes() == b"old contents"
     with trio.fail_after(WAIT):
@@ -78,10 +82,56 @@ async def test_an_interrupted_put_leaves_the_target_and_no_part_file(
             await trio.sleep(0.01)
 
 
+def test_a_commit_interrupted_before_its_rename_removes_the_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancellation reaches the child's commit as an exception in the middle of it (here in
+    its fsync): the temporary file goes, the target stays."""
+    from trimitogen.core import files
+
+    target = tmp_path / "target.bin"
+    target.write_bytes(b"old contents")
+    token = files.begin_write(str(target))
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt("cancelled")
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        files.commit_write(token, 0o644, None)
+    assert leftovers(tmp_path) == []
+    assert target.read_bytes() == b"old contents"
+
+
+def test_nothing_is_written_once_a_put_was_abandoned(tmp_path: Path) -> None:
+    """The abort closes the descriptor while the writing function may still have chunks: it
+    must stop with an error, never write to a closed (perhaps reused) descriptor."""
+    from trimitogen.core import files
+
+    token = files.begin_write(str(tmp_path / "target.bin"))
+
+    class Channel:
+        keeps_views = False
+
+        def __iter__(self) -> Any:
+            yield b"first"
+            files.abort_write(token)  # as the master's abort call does, meanwhile
+            yield b"second"
+
+        def send(self, value: Any) -> None:
+            raise AssertionError("no total after an abort")
+
+    with pytest.raises(OSError, match="abandoned"):
+        files.receive_file(Channel(), token)
+    assert leftovers(tmp_path) == []
+
+
 async def test_an_interrupted_get_leaves_no_part_file(ctx: tm.Context, shared: Path) -> None:
     make_file(shared / "big.bin", 64 * MIB)
-    with trio.move_on_after(0.05) as scope:
-        await ctx.get_file(str(shared / "big.bin"), shared / "copy.bin")
+    with trio.CancelScope() as scope:
+        await ctx.get_file(
+            str(shared / "big.bin"), shared / "copy.bin", progress=lambda *_: scope.cancel()
+        )
     assert scope.cancelled_caught
     assert not (shared / "copy.bin").exists()
     assert leftovers(shared) == []

@@ -8,6 +8,7 @@ cancelled, the connection died, the context ended) removes its temporary file.
 
 from __future__ import annotations
 
+import _thread
 import os
 import stat
 
@@ -22,8 +23,29 @@ CHUNK = 1024 * 1024
 #: Read buffers kept for use again: a window's worth (4 MiB) is on its way at most.
 READ_BUFFERS = 6
 
-#: Temporary files being written, by the token returned to the master: (fd, temp path, target).
-_writing: Dict[str, Tuple[int, str, str]] = {}
+
+class _Partial:
+    """A temporary file being written: its descriptor (-1 once closed), its path, the target.
+    The lock makes closing wait for a write under way, so nothing is written to a descriptor
+    after it was closed (and perhaps reused)."""
+
+    __slots__ = ("fd", "lock", "path", "temp")
+
+    def __init__(self, fd: int, temp: str, path: str) -> None:
+        self.fd = fd
+        self.temp = temp
+        self.path = path
+        self.lock = _thread.allocate_lock()
+
+    def close(self) -> None:
+        with self.lock:
+            fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+#: Temporary files being written, by the token returned to the master.
+_writing: Dict[str, _Partial] = {}
 _cleanup_registered = False
 
 
@@ -70,7 +92,7 @@ def begin_write(path: str) -> str:
     if os.path.isdir(path):
         raise IsADirectoryError("%s is a directory" % path)
     fd, temp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part", dir=directory)
-    _writing[temp] = (fd, temp, path)
+    _writing[temp] = _Partial(fd, temp, path)
     return temp
 
 
@@ -78,43 +100,48 @@ def receive_file(channel: Any, token: str) -> None:
     """Write the raw chunks that arrive on ``channel`` to the file of ``token``, straight from
     the receive buffers, until the master's end of file; then send the number of bytes written."""
     channel.keeps_views = True
-    fd = _writing[token][0]
+    partial = _writing[token]
     total = 0
     for data in channel:
         view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-            total += n
+        with partial.lock:
+            if partial.fd < 0:
+                raise OSError("the transfer to %s was abandoned" % partial.path)
+            while view:
+                n = os.write(partial.fd, view)
+                view = view[n:]
+                total += n
         del data, view  # the receive buffer may be used again
     channel.send(total)
 
 
 def commit_write(token: str, mode: int, mtime: Optional[float]) -> None:
-    """Finish: flush to disk, set mode and mtime, rename over the target."""
-    fd, temp, path = _writing.pop(token)
+    """Finish: flush to disk, set mode and mtime, rename over the target.  Interrupted (a
+    cancellation) or failed before the rename, it removes the temporary file."""
+    partial = _writing.pop(token)
     try:
-        os.fsync(fd)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            with partial.lock:
+                os.fsync(partial.fd)
+                os.fchmod(partial.fd, mode)
+        finally:
+            partial.close()
         if mtime is not None:
-            os.utime(temp, (mtime, mtime))
-        os.replace(temp, path)
+            os.utime(partial.temp, (mtime, mtime))
+        os.replace(partial.temp, partial.path)
     except BaseException:
-        _unlink(temp)
+        _unlink(partial.temp)  # nothing, if the rename was done
         raise
 
 
 def abort_write(token: str) -> None:
     """Give up: remove the temporary file."""
-    entry = _writing.pop(token, None)
-    if entry is not None:
+    partial = _writing.pop(token, None)
+    if partial is not None:
         try:
-            os.close(entry[0])
+            partial.close()
         finally:
-            _unlink(entry[1])
+            _unlink(partial.temp)
 
 
 def abort_all() -> None:
