@@ -235,3 +235,9 @@ def raw_kinds(channel: Any) -> None:
     bytes as views; a user's function gets bytes)."""
     for item in channel:
         channel.send(type(item).__name__)
+
+
+async def asend_raw_pieces(channel: Any, count: int, size: int) -> None:
+    """The coroutine version of :func:`send_raw_pieces`."""
+    for i in range(count):
+        await channel.asend_bytes(bytes([i % 256]) * size)

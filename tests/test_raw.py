@@ -280,9 +280,10 @@ async def test_byte_stream_bytes_arrive_exactly_both_ways(where: tm.Context) -> 
             await listener.aclose()
 
 
-async def test_raw_bytes_a_function_sends_arrive_as_bytes(where: tm.Context) -> None:
+@pytest.mark.parametrize("fn", [sh.send_raw_pieces, sh.asend_raw_pieces])
+async def test_raw_bytes_a_function_sends_arrive_as_bytes(where: tm.Context, fn: Any) -> None:
     with trio.fail_after(WAIT):
-        async with where.open_channel(sh.send_raw_pieces, 40, 70_000) as channel:
+        async with where.open_channel(fn, 40, 70_000) as channel:
             got = [item async for item in channel]
     assert all(type(item) is bytes for item in got)
     assert b"".join(got) == b"".join(bytes([i]) * 70_000 for i in range(40))

@@ -44,7 +44,7 @@ RAW_FRAME = 1024 * 1024
 
 
 class Raw:
-    """Bytes handed to a window to travel as they are (:data:`~.messages.FLAG_RAW`), not
+    """Bytes handed to a window to travel as they are (:data:`~.protocol.FLAG_RAW`), not
     pickled: a byte stream's or a file's data.  Raw items handed over together go as one
     frame, their buffers gathered into one write, and arrive as one ``bytes`` item."""
 

@@ -180,6 +180,9 @@ class ChannelEnd:
     async def asend(self, value: Any) -> None:
         await self._in_thread(self.send, value)
 
+    async def asend_bytes(self, data: bytes) -> None:
+        await self._in_thread(self.send_bytes, data)
+
     async def areceive(self) -> Any:
         return await self._in_thread(self.receive)
 
