@@ -173,7 +173,7 @@ def test_raw_bodies_are_read_as_the_bytes_of_each_read(seed: int) -> None:
     )
     big, small, other, second = decode_all(FrameDecoder(raw_pieces=True), stream, seed)
     assert type(big.data) is Body
-    assert all(type(p) is bytes for p in big.data.parts)
+    assert all(type(p) in (bytes, bytearray) for p in big.data.parts)
     assert b"".join(big.data.parts) == raw
     assert len(big.data) == len(raw)
     assert all(big.data.parts)  # no empty piece, which a byte stream would take for its end
@@ -193,6 +193,27 @@ def test_raw_bodies_are_read_as_the_bytes_of_each_read(seed: int) -> None:
     assert bytes(big.data) == raw
 
 
+class TricklingSide(ChoppySide):
+    """A peer that writes a byte at a time."""
+
+    def _take(self, n: int) -> memoryview:
+        chunk = self._data[self._pos : self._pos + 1]
+        self._pos += len(chunk)
+        return chunk
+
+
+def test_a_raw_body_trickled_a_byte_at_a_time_costs_a_page_per_page() -> None:
+    raw = os.urandom(300_000)
+    decoder = FrameDecoder(raw_pieces=True)
+    side = TricklingSide(frame(Message(0, 5, 1000, 0, raw, FLAG_RAW)), 0)
+    got: list[Message] = []
+    while decoder.read_from(side)[0]:
+        got.extend(decoder.messages())
+    (msg,) = got
+    assert bytes(msg.data) == raw
+    assert len(msg.data.parts) <= len(raw) // FrameDecoder.SMALL_PIECE + 2
+
+
 def test_a_raw_message_split_in_parts_is_joined_flat() -> None:
     raw = os.urandom(2 * PART_SIZE + 5000)
     stream = b"".join(
@@ -205,7 +226,7 @@ def test_a_raw_message_split_in_parts_is_joined_flat() -> None:
     msg = whole[2]
     assert msg is not None
     assert msg.flags == FLAG_RAW
-    assert all(type(p) is bytes for p in msg.data.parts)
+    assert all(type(p) in (bytes, bytearray) for p in msg.data.parts)
     assert bytes(msg.data) == raw
 
 
@@ -297,6 +318,35 @@ async def test_a_function_of_the_users_gets_bytes_not_views(ctx: tm.Context) -> 
             assert [await channel.receive(), await channel.receive()] == ["bytes", "bytes"]
 
 
+async def test_a_chatty_peer_through_a_relay_arrives_whole(ctx: tm.Context) -> None:
+    """Many small writes from the far end (each a short read in the relay, copied so it does
+    not hold a read buffer) arrive in order, as bytes."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    words = [b"%d," % i for i in range(3000)]
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                accepted: list[trio.SocketStream] = []
+
+                async def accept() -> None:
+                    accepted.append(await listeners[0].accept())
+
+                nursery.start_soon(accept)
+                relayed = await ctx.open_tcp_stream("127.0.0.1", port)
+            async with relayed, accepted[0] as far:
+                for word in words:
+                    await far.send_all(word)
+                await far.send_eof()
+                got = b""
+                while piece := await relayed.receive_some():
+                    got += piece
+            assert got == b"".join(words)
+    finally:
+        for listener in listeners:
+            await listener.aclose()
+
+
 async def test_raw_frames_beyond_the_credit_are_refused(ctx: tm.Context) -> None:
     with trio.fail_after(WAIT):
         async with ctx.open_stream(sh.flood_raw_without_credit, WINDOW_ITEMS * 3) as items:
@@ -323,6 +373,7 @@ class RecordingChannel:
 @pytest.mark.parametrize("kind", ["bytes", "view of bytes", "bytearray", "view of bytearray"])
 async def test_send_all_copies_only_what_the_caller_could_change(kind: str) -> None:
     from trimitogen._bytestreams import PIECE, RemoteByteStream
+    from trimitogen._streams import unchanging
 
     source: Any = os.urandom(2 * PIECE + 10)
     if "bytearray" in kind:
@@ -332,10 +383,26 @@ async def test_send_all_copies_only_what_the_caller_could_change(kind: str) -> N
     stream = RemoteByteStream(channel, ("127.0.0.1", 1))  # type: ignore[arg-type]
     await stream.send_all(given)
     assert [len(piece) for piece in channel.sent] == [PIECE, PIECE, 10]
-    assert b"".join(bytes(piece) for piece in channel.sent) == bytes(source)
-    for piece in channel.sent:
+    sent = [unchanging(piece) for piece in channel.sent]  # as RemoteChannel.send_bytes does
+    assert b"".join(bytes(piece) for piece in sent) == bytes(source)
+    for piece in sent:
         if "bytearray" in kind:
             assert type(piece) is bytes  # a copy: the caller may change its buffer at once
         else:
             assert type(piece) is memoryview
-            assert piece.obj is source
+            assert piece.obj is source  # sent from where it is
+
+
+def test_unchanging_counts_bytes_not_elements() -> None:
+    import array
+
+    from trimitogen._streams import unchanging
+
+    numbers = array.array("i", range(1000))
+    copied = unchanging(memoryview(numbers))
+    assert type(copied) is bytes
+    assert len(copied) == 1000 * numbers.itemsize
+    frozen = memoryview(bytes(numbers)).cast("i")
+    view = unchanging(frozen)
+    assert len(view) == len(copied)  # a view of bytes, counted in bytes
+    assert bytes(view) == copied

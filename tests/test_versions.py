@@ -79,6 +79,7 @@ async def _check_calls(ctx: tm.Context, label: str) -> None:
     for value in SAMPLE_VALUES:
         assert_identical(await ctx.call(vh.echo, value), value)
     assert await ctx.call(vh.async_add, 40, 2) == 42
+    assert await ctx.call(vh.pool_reuse) == [False, True]
     with pytest.raises(tm.CallError, match="from " + label):
         await ctx.call(vh.fail, "from " + label)
     with pytest.raises(tm.CallError, match=r"cannot send an object of type builtins\.object"):

@@ -67,3 +67,19 @@ def rich_values() -> Any:
 
 def type_names(values: Any) -> Any:
     return [type(value).__qualname__ for value in values]
+
+
+def pool_reuse() -> Any:
+    """Whether the runtime's reused buffers are handed out again once free, and only then
+    (its check counts references, which interpreters count differently)."""
+    from trimitogen.core.readers import BufferPool
+
+    pool = BufferPool(4096, 2)
+    first = pool.take()
+    held = first[:10]
+    first_id = id(first.obj)
+    del first
+    busy = id(pool.take().obj) == first_id  # a view of it is held: not again
+    del held
+    free = id(pool.take().obj) == first_id
+    return [busy, free]

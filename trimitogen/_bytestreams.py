@@ -3,7 +3,7 @@
 :meth:`Context.open_tcp_stream` has the child connect (through every ``via=`` hop, like ssh's
 port forwarding through any chain of contexts) and relay bytes over a two-way channel; this
 module's :class:`RemoteByteStream` is the master's end, a :class:`trio.abc.HalfCloseableStream`.
-Bytes travel as raw frames (:data:`~trimitogen.core.messages.FLAG_RAW`), never pickled, within
+Bytes travel as raw frames (:data:`~trimitogen.core.protocol.FLAG_RAW`), never pickled, within
 the channel's credit: the master copies what ``send_all`` is given once (the caller may reuse
 its buffer at once), the child writes to its socket straight from its receive buffer, and
 ``receive_some`` copies from the master's receive buffer only the bytes it returns.
@@ -39,7 +39,7 @@ class RemoteByteStream(trio.abc.HalfCloseableStream):
         self.peer = peer
         #: Received, not returned yet: the bytes of each read of a raw body, as the reader got
         #: them (see FrameDecoder.raw_pieces).
-        self._pending: collections.deque[bytes] = collections.deque()
+        self._pending: collections.deque[bytes | memoryview] = collections.deque()
         channel.raw_parts = True
         self._closed = False
         self._eof_sent = False
@@ -66,13 +66,10 @@ class RemoteByteStream(trio.abc.HalfCloseableStream):
             if not view:
                 await trio.lowlevel.checkpoint()
                 return
-            # Bytes that cannot change (of a bytes object) are sent from where they are; others
-            # are copied, as the caller may change its buffer once this returns.
-            frozen = view.readonly and type(view.obj) is bytes
+            # send_bytes copies what the caller could change once this returns.
             for start in range(0, len(view), PIECE):
-                piece = view[start : start + PIECE]
                 try:
-                    await self._channel.send_bytes(piece if frozen else bytes(piece))
+                    await self._channel.send_bytes(view[start : start + PIECE])
                 except trio.ClosedResourceError:
                     raise
                 except (trio.BrokenResourceError, ChannelError, StreamError) as exc:
@@ -138,9 +135,11 @@ class RemoteByteStream(trio.abc.HalfCloseableStream):
                 return b""
             data = pending.popleft()
             if max_bytes is not None and len(data) > max_bytes:
-                pending.appendleft(data[max_bytes:])
-                data = data[:max_bytes]
-            return data
+                # The rest waits as a view: taking a piece in small bites copies each once.
+                view = memoryview(data)
+                pending.appendleft(view[max_bytes:])
+                data = view[:max_bytes]
+            return data if type(data) is bytes else bytes(data)
         finally:
             self._receiving = False
 

@@ -10,6 +10,7 @@ on the way.  Both rename over the target only when the whole file arrived (see
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -124,7 +125,10 @@ async def _send_chunks(
             channel.send_eof()
         except trio.BrokenResourceError:
             pass  # the far end stopped (a write failed): its error comes next
-        written = await channel.receive()  # the remote error, if it failed
+        try:
+            written = await channel.receive()  # the remote error, if it failed
+        except trio.EndOfChannel:
+            raise OSError("the writing function ended without saying what it wrote") from None
     if written != sent:
         raise OSError("%d bytes were sent but %d written" % (sent, written))
     return int(written)
@@ -193,6 +197,8 @@ def _write_all(fd: int, pieces: list[Any]) -> int:
     total = sum(len(v) for v in views)
     while views:
         n = os.writev(fd, views[:_IOV_MAX])
+        if not n:
+            raise OSError(errno.EIO, "writing to the local file wrote nothing")
         while views and n >= len(views[0]):
             n -= len(views.pop(0))
         if n:

@@ -26,7 +26,7 @@ from .core.messages import (
     decode_stream,
     raw_value,
 )
-from .core.protocol import FLAG_RAW, HANDLE_CANCEL, HANDLE_CREDIT, MASTER_ID, Body, Message
+from .core.protocol import FLAG_RAW, HANDLE_CANCEL, HANDLE_CREDIT, MASTER_ID, Message
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -304,10 +304,11 @@ class RemoteChannel(RemoteStream[Any], trio.abc.Channel[Any]):
         self._conn.send(Message(self.target, MASTER_ID, self.handle, 0, encoded, flags))
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    async def send_bytes(self, data: bytes | memoryview | Body) -> None:
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as one raw item (not pickled; see FLAG_RAW), once credit allows: the
-        far end takes it as its bytes.  ``data`` must not change until it is written."""
-        await self._send_body(data, FLAG_RAW)
+        far end takes it as its bytes.  Bytes that cannot change (``bytes``, or a view of
+        them) are sent from where they are; anything else is copied first."""
+        await self._send_body(unchanging(data), FLAG_RAW)
 
     def send_eof(self) -> None:
         """Tell the far end this side sends nothing more (it may still send): its ``receive``
@@ -326,6 +327,17 @@ class RemoteChannel(RemoteStream[Any], trio.abc.Channel[Any]):
     async def aclose(self) -> None:
         self._send_lot.unpark_all()
         await super().aclose()
+
+
+def unchanging(data: bytes | bytearray | memoryview) -> bytes | memoryview:
+    """``data`` itself if nothing can change it (``bytes``, or a view of them, as bytes),
+    else a copy: what is sent must stay as it was until it is written."""
+    if type(data) is bytes:
+        return data
+    view = memoryview(data)
+    if view.readonly and type(view.obj) is bytes:
+        return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+    return bytes(view)
 
 
 def on_credit(conn: Connection, msg: Message) -> None:

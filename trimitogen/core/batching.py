@@ -348,6 +348,12 @@ class Sender:
         flags = 0
         try:
             if values is not None and type(values[0]) is Raw:
+                ceiling = self.context.calls.max_message_size
+                if total > ceiling:  # joined ones are at most RAW_FRAME: a single one
+                    raise ValueError(
+                        "%d raw bytes in one piece, over the %d-byte message limit"
+                        % (total, ceiling)
+                    )
                 body = Body()
                 body.parts = [value.data for value in values]
                 body.size = total

@@ -252,14 +252,21 @@ def tcp_relay(channel: ChannelEnd, host: str, port: int) -> None:
         # Read into buffers used again once written, not fresh memory per read.  At most a
         # window of them is on its way.
         pool = BufferPool(RELAY_CHUNK, RELAY_BUFFERS)
+        buffer: Optional[memoryview] = None
         while True:
-            buffer = pool.take()
+            if buffer is None:
+                buffer = pool.take()
             n = sock.recv_into(buffer)
             if not n:
                 channel.send_eof()
                 break
-            channel.send(Raw(buffer[:n]))
-            del buffer  # free for use again once written
+            if n < COPY_BELOW:
+                # A short read is copied, and the buffer read into again: a chatty peer's
+                # small writes do not each hold a buffer of their own.
+                channel.send_bytes(bytes(buffer[:n]))
+            else:
+                channel.send(Raw(buffer[:n]))
+                buffer = None  # free for use again once written
         writer_done.acquire()
     except ChannelError:
         pass  # the master closed the stream
@@ -271,3 +278,5 @@ def tcp_relay(channel: ChannelEnd, host: str, port: int) -> None:
 #: buffers are kept for use again (the window holds 4 MiB).
 RELAY_CHUNK = 1024 * 1024
 RELAY_BUFFERS = 6
+#: Reads shorter than this are sent as a copy.
+COPY_BELOW = 64 * 1024

@@ -409,10 +409,11 @@ class FrameDecoder:
     #: (fresh memory costs a page fault per 4 KiB: a quarter of the time of a stream of large
     #: items); at most SPARE_BUFFERS of them are kept.
     REUSED_BUFFER = 2 * 1024 * 1024
-    SPARE_BUFFERS = 6
+    SPARE_BUFFERS = 8
     #: Size of :attr:`scratch`, and the largest read of one piece of a raw body.
     SCRATCH = 64 * 1024
     PIECE_READ = 1024 * 1024
+    SMALL_PIECE = 4096
 
     def __init__(
         self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, raw_pieces: bool = False
@@ -543,8 +544,17 @@ class FrameDecoder:
         return int(self._header[-1] - self._body_filled)
 
     def add_piece(self, data: bytes) -> None:
-        """The next ``data`` of a raw body read as pieces (at most :meth:`piece_wanted`)."""
-        self._body.parts.append(data)
+        """The next ``data`` of a raw body read as pieces (at most :meth:`piece_wanted`).
+        Reads shorter than a page are gathered into one ``bytearray`` of up to a page, so a
+        peer that trickles a body a byte per write costs a page per page, not an object."""
+        parts = self._body.parts
+        if len(data) < self.SMALL_PIECE:
+            if parts and type(parts[-1]) is bytearray and len(parts[-1]) < self.SMALL_PIECE:
+                parts[-1] += data
+            else:
+                parts.append(bytearray(data))
+        else:
+            parts.append(data)
         self._body.size += len(data)
         self.body_filled(len(data))
 
