@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -536,3 +537,23 @@ async def test_deadlines_are_unix_timestamps_on_the_real_clock(fds: OpenFds) -> 
             await trimitogen.write_all(w, b"x" * (4 << 20), deadline=time.time() + 0.3)
         with pytest.raises(trimitogen.TimeoutError):
             await collect(r, deadline=time.time() + 0.3)
+
+
+def test_widen_pipe_grows_a_pipe_and_leaves_other_fds_alone(tmp_path: Path) -> None:
+    from trimitogen.core.side import PIPE_SIZE, widen_pipe
+
+    get_size = 1032  # F_GETPIPE_SZ
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    r, w = os.pipe()
+    try:
+        before = fcntl.fcntl(w, get_size)
+        widen_pipe(w)
+        assert fcntl.fcntl(w, get_size) == max(before, min(PIPE_SIZE, limit))
+        assert fcntl.fcntl(r, get_size) == fcntl.fcntl(w, get_size)  # one pipe, both ends
+    finally:
+        os.close(r)
+        os.close(w)
+    a, b = socket.socketpair()
+    with a, b, open(tmp_path / "file", "wb") as f:
+        widen_pipe(a.fileno())  # not a pipe: nothing happens, nothing is raised
+        widen_pipe(f.fileno())

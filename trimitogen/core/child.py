@@ -50,7 +50,7 @@ from .protocol import (
     FrameDecoder,
     Message,
 )
-from .side import Side, same_file, write_parts_blocking
+from .side import Side, same_file, widen_pipe, write_parts_blocking
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,6 +82,8 @@ class ExternalContext:
         self.name: str = config["name"]
         self.rx = Side(self, in_fd)
         self.tx = Side(self, out_fd) if out_fd != in_fd else self.rx
+        for fd in {in_fd, out_fd}:
+            widen_pipe(fd)
         self.decoder = FrameDecoder(config["max_message_size"])
         # Calls waiting for the main thread, and the hand-over of reading the parent's stream:
         # the main thread reads it while idle (a call then costs no thread switch), the I/O

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 import select
+import stat
 
 from .errors import StreamError
 
@@ -46,6 +47,25 @@ def set_nonblocking(fd: int) -> None:
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     if not flags & os.O_NONBLOCK:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+
+#: Capacity asked for a pipe a Side uses (Linux's default is 64 KiB; an unprivileged process
+#: may ask up to /proc/sys/fs/pipe-max-size, 1 MiB by default).  A larger pipe means fewer
+#: wake-ups of each end per megabyte: an ssh session's pipes carry every byte of a transfer.
+#: Only a context's stream to its parent is widened: output pipes stay small, so a flood of
+#: output waits for the master instead of running far ahead of it.
+PIPE_SIZE = 1024 * 1024
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, which Python names only from 3.10
+
+
+def widen_pipe(fd: int) -> None:
+    """Make the pipe ``fd`` is an end of hold :data:`PIPE_SIZE` bytes, if the system lets it
+    (nothing happens for anything but a pipe, or where it is refused)."""
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
 
 
 class Side:
