@@ -6,10 +6,12 @@ run real contexts, locally and at the end of an ssh → sudo chain.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -248,57 +250,66 @@ def test_a_pool_buffer_is_used_again_once_no_view_of_it_is_left() -> None:
 
 
 # -- through real contexts --------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def relayed_pair(
+    ctx: tm.Context,
+) -> AsyncIterator[tuple[trio.abc.HalfCloseableStream, trio.SocketStream]]:
+    """A byte stream relayed by ``ctx`` to a listener here, and the connection it accepted."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    try:
+        async with trio.open_nursery() as nursery:
+            accepted: list[trio.SocketStream] = []
+
+            async def accept() -> None:
+                accepted.append(await listeners[0].accept())
+
+            nursery.start_soon(accept)
+            relayed = await ctx.open_tcp_stream("127.0.0.1", port)
+        async with relayed, accepted[0] as far:
+            yield relayed, far
+    finally:
+        for listener in listeners:
+            await listener.aclose()
+
+
 async def test_byte_stream_bytes_arrive_exactly_both_ways(where: tm.Context) -> None:
     """Large random payloads each way: from ``bytes`` (sent from where they are) and from a
     ``bytearray`` changed as soon as ``send_all`` returns (which must have copied it), and
     received in pieces of random sizes, every one a ``bytes``."""
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
     payload = os.urandom(6 * MIB + 123)
     rng = random.Random(7)
-    try:
-        with trio.fail_after(WAIT * 2):
+    with trio.fail_after(WAIT * 2):
+        async with relayed_pair(where) as (relayed, far):
+
+            async def send_mutable() -> None:
+                scratch = bytearray(MIB)
+                for start in range(0, len(payload), MIB):
+                    piece = payload[start : start + MIB]
+                    scratch[: len(piece)] = piece
+                    await relayed.send_all(memoryview(scratch)[: len(piece)])
+                    scratch[:] = b"\0" * MIB  # too late to change what was sent
+                await relayed.send_all(payload)
+
+            async def echo_back() -> None:
+                got = bytearray()
+                while len(got) < 2 * len(payload):
+                    got += await far.receive_some()
+                assert bytes(got) == payload * 2
+                await far.send_all(payload)
+                await far.send_eof()
+
             async with trio.open_nursery() as nursery:
-                accepted: list[trio.SocketStream] = []
-
-                async def accept() -> None:
-                    accepted.append(await listeners[0].accept())
-
-                nursery.start_soon(accept)
-                relayed = await where.open_tcp_stream("127.0.0.1", port)
-            async with relayed, accepted[0] as far:
-
-                async def send_mutable() -> None:
-                    scratch = bytearray(MIB)
-                    for start in range(0, len(payload), MIB):
-                        piece = payload[start : start + MIB]
-                        scratch[: len(piece)] = piece
-                        await relayed.send_all(memoryview(scratch)[: len(piece)])
-                        scratch[:] = b"\0" * MIB  # too late to change what was sent
-                    await relayed.send_all(payload)
-
-                async def echo_back() -> None:
-                    got = bytearray()
-                    while len(got) < 2 * len(payload):
-                        got += await far.receive_some()
-                    assert bytes(got) == payload * 2
-                    await far.send_all(payload)
-                    await far.send_eof()
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(send_mutable)
-                    nursery.start_soon(echo_back)
-                    pieces = []
-                    while True:
-                        piece = await relayed.receive_some(rng.choice([None, 1, 1000, MIB]))
-                        if not piece:
-                            break
-                        assert type(piece) is bytes
-                        pieces.append(piece)
-                assert b"".join(pieces) == payload
-    finally:
-        for listener in listeners:
-            await listener.aclose()
+                nursery.start_soon(send_mutable)
+                nursery.start_soon(echo_back)
+                pieces = []
+                while True:
+                    piece = await relayed.receive_some(rng.choice([None, 1, 1000, MIB]))
+                    if not piece:
+                        break
+                    assert type(piece) is bytes
+                    pieces.append(piece)
+            assert b"".join(pieces) == payload
 
 
 @pytest.mark.parametrize("fn", [sh.send_raw_pieces, sh.asend_raw_pieces])
@@ -321,30 +332,16 @@ async def test_a_function_of_the_users_gets_bytes_not_views(ctx: tm.Context) -> 
 async def test_a_chatty_peer_through_a_relay_arrives_whole(ctx: tm.Context) -> None:
     """Many small writes from the far end (each a short read in the relay, copied so it does
     not hold a read buffer) arrive in order, as bytes."""
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
     words = [b"%d," % i for i in range(3000)]
-    try:
-        with trio.fail_after(WAIT):
-            async with trio.open_nursery() as nursery:
-                accepted: list[trio.SocketStream] = []
-
-                async def accept() -> None:
-                    accepted.append(await listeners[0].accept())
-
-                nursery.start_soon(accept)
-                relayed = await ctx.open_tcp_stream("127.0.0.1", port)
-            async with relayed, accepted[0] as far:
-                for word in words:
-                    await far.send_all(word)
-                await far.send_eof()
-                got = b""
-                while piece := await relayed.receive_some():
-                    got += piece
-            assert got == b"".join(words)
-    finally:
-        for listener in listeners:
-            await listener.aclose()
+    with trio.fail_after(WAIT):
+        async with relayed_pair(ctx) as (relayed, far):
+            for word in words:
+                await far.send_all(word)
+            await far.send_eof()
+            got = b""
+            while piece := await relayed.receive_some():
+                got += piece
+        assert got == b"".join(words)
 
 
 async def test_raw_frames_beyond_the_credit_are_refused(ctx: tm.Context) -> None:

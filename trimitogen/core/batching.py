@@ -232,10 +232,7 @@ class Window:
                 break
             n += 1
             total += size
-        values = self._values[:n]
-        del self._values[:n]
-        del self._sizes[:n]
-        return values, n, total
+        return self._take_front(n), n, total
 
     def _take_raw(self) -> Tuple[List[Any], int, int]:
         """Under the lock: the raw items at the front, up to :data:`RAW_FRAME` bytes (one at
@@ -246,11 +243,15 @@ class Window:
                 break
             n += 1
             total += size
+        self._raw -= n
+        return self._take_front(n), n, total
+
+    def _take_front(self, n: int) -> List[Any]:
+        """Under the lock: the first ``n`` items waiting, removed."""
         values = self._values[:n]
         del self._values[:n]
         del self._sizes[:n]
-        self._raw -= n
-        return values, n, total
+        return values
 
     def _wants_sender(self) -> bool:
         """Under the lock: put the window in the sender's queue now?"""
