@@ -18,7 +18,7 @@ import trio
 
 from ._streams import RemoteChannel
 from .core.errors import CallError, ChannelError, StreamError
-from .core.protocol import Body
+from .core.messages import raw_pieces
 
 #: The largest piece of a ``send_all`` sent as one item.  Measured (benchmarks/compare.py
 #: --sections bytestream): 1 MiB pieces moved 30-70 % more bytes per second to the far end
@@ -124,7 +124,7 @@ class RemoteByteStream(trio.abc.HalfCloseableStream):
                     raise
                 except (CallError, ChannelError, StreamError) as exc:
                     raise self._broken(exc) from None
-                pieces = item.parts if type(item) is Body else (item,)
+                pieces = raw_pieces(item)
                 if not all(type(p) in _BUFFERS for p in pieces):
                     raise self._broken(StreamError("the relay sent something other than bytes"))
                 # An empty piece would read as the end of the stream: skipped.

@@ -23,8 +23,9 @@ import trio
 from ._streams import RemoteChannel, RemoteStream
 from .core import files as remote
 from .core.errors import CallError
-from .core.protocol import Body
+from .core.messages import raw_pieces
 from .core.readers import BufferPool
+from .core.side import IOV_MAX, written
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 CHUNK = remote.CHUNK
 PUT_BUFFERS = 8
 WRITE_BATCH = 8
-#: Buffers per writev (Linux's IOV_MAX is 1024).
-_IOV_MAX = 512
 
 #: ``progress(done_bytes, total_bytes)``, called after every chunk.
 Progress = Callable[[int, int], None]
@@ -163,7 +162,7 @@ async def get_file(
                     batch = [data]
                     while items.buffered and len(batch) < WRITE_BATCH:
                         batch.append(await items.receive())
-                    pieces = [p for item in batch for p in _pieces(item)]
+                    pieces = [p for item in batch for p in raw_pieces(item)]
                     del data, batch
                     done += await trio.to_thread.run_sync(_write_all, fd, pieces)
                     del pieces  # the receive buffers may be used again
@@ -186,23 +185,15 @@ async def get_file(
     return done
 
 
-def _pieces(item: Any) -> list[Any]:
-    """The buffers of a received chunk: the pieces of a raw body read in parts, or itself."""
-    return item.parts if type(item) is Body else [item]
-
-
 def _write_all(fd: int, pieces: list[Any]) -> int:
     """Write every buffer of ``pieces`` to ``fd`` (gathered); the number of bytes."""
     views = [memoryview(p).cast("B") for p in pieces if len(p)]
     total = sum(len(v) for v in views)
     while views:
-        n = os.writev(fd, views[:_IOV_MAX])
+        n = os.writev(fd, views[:IOV_MAX])
         if not n:
             raise OSError(errno.EIO, "writing to the local file wrote nothing")
-        while views and n >= len(views[0]):
-            n -= len(views.pop(0))
-        if n:
-            views[0] = views[0][n:]
+        views = written(views, n)
     return total
 
 

@@ -511,6 +511,12 @@ def raw_value(data: Any) -> Any:
     return bytes(data) if type(data) is Body else data
 
 
+def raw_pieces(item: Any) -> List[Any]:
+    """The buffers of a raw item taken as it was read: the pieces of a :class:`Body`, or the
+    item itself."""
+    return item.parts if type(item) is Body else [item]
+
+
 def decode_stream(data: Any) -> Any:
     """What arrives on a stream's handle: :class:`ReplyOk` (an item), :class:`StreamItems`
     (several), :class:`ReplyError` or :class:`StreamEnd`."""
